@@ -1,0 +1,1 @@
+"""Layer 4: the ``llamabind`` command line. One module per subcommand in ``commands/``."""
