@@ -33,11 +33,13 @@ def run(args: argparse.Namespace) -> int:
         ids = m.tokenize(text, add_special=not args.no_bos, parse_special=args.parse_special)
         pieces = [m.vocab.token_to_piece(t).decode("utf-8", "replace") for t in ids]
     if args.json:
-        print(json.dumps([{"id": i, "piece": p} for i, p in zip(ids, pieces)], ensure_ascii=False))
+        print(
+            json.dumps([{"id": i, "piece": p} for i, p in zip(ids, pieces, strict=True)], ensure_ascii=False)
+        )
     elif args.ids:
         print(" ".join(str(i) for i in ids))
     else:
-        for i, piece in zip(ids, pieces):
+        for i, piece in zip(ids, pieces, strict=True):
             print(f"{i:>8} -> {piece!r}")
         print(f"{len(ids)} tokens")
     return 0

@@ -1,0 +1,515 @@
+"""The continuous-batching scheduler: N slots (sequences) of one context, one engine thread.
+
+Every step is one ``llama_decode`` of one batch holding the next token of every generating slot
+plus prompt chunks of slots in prefill (up to ``prefill_chunk`` prompt tokens per step, so
+running streams keep flowing while a long prompt is read). New requests join at the next step.
+Each slot keeps its KV cache between requests; a new request goes to the idle slot whose cache
+shares the longest prefix with its prompt, and a longer prefix held by *another* slot is
+shared into it with ``memory.copy`` (a repeated system prompt is decoded once).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
+from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError
+from ..generation.generator import common_prefix
+from ..generation.logprobs import TokenLogprob, token_logprobs
+from ..generation.stop import StopMatcher
+from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage
+
+__all__ = ["QueueFullError", "Scheduler", "SchedulerConfig", "SchedulerStats", "SlotInfo"]
+
+log = logging.getLogger("llamabind.batching")
+T = TypeVar("T")
+
+
+class QueueFullError(LlamabindError):
+    """More requests are waiting than the queue bound allows (the server answers 503)."""
+
+
+@dataclass
+class SchedulerConfig:
+    parallel: int = 4  # slots = sequences in the shared context
+    ctx_per_slot: int = 4096  # the most tokens (prompt + output) one request may use
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    prefill_chunk: int = 512  # prompt tokens decoded per step (keeps streams flowing)
+    max_queue: int = 64  # waiting requests beyond the busy slots; more → QueueFullError
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    type_k: str = "f16"
+    type_v: str = "f16"
+    attn_rotation: bool | None = None
+    flash_attn: str = "auto"
+    cache_reuse_min: int = 1  # shortest prefix worth copying from another slot
+
+    def context_params(self) -> ContextParams:
+        return ContextParams(
+            n_ctx=self.ctx_per_slot * self.parallel,
+            n_batch=self.n_batch,
+            n_ubatch=self.n_ubatch,
+            n_seq_max=self.parallel,
+            n_threads=self.n_threads,
+            n_threads_batch=self.n_threads_batch,
+            type_k=self.type_k,
+            type_v=self.type_v,
+            attn_rotation=self.attn_rotation,
+            flash_attn=self.flash_attn,
+            kv_unified=True,  # one KV pool: sequences can share prefix cells (memory.copy)
+        )
+
+
+@dataclass
+class SchedulerStats:
+    """Counters the engine updates; read by /metrics."""
+
+    requests_total: int = 0
+    requests_done: int = 0
+    requests_cancelled: int = 0
+    requests_failed: int = 0
+    prompt_tokens_total: int = 0  # prompt tokens decoded
+    cached_tokens_total: int = 0  # prompt tokens reused from cache
+    generated_tokens_total: int = 0
+    prompt_seconds_total: float = 0.0
+    generation_seconds_total: float = 0.0
+    decode_calls_total: int = 0
+    decode_seconds_total: float = 0.0
+    kv_evictions_total: int = 0
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    id: int
+    state: str  # idle | prefill | generate
+    request_id: int | None
+    n_cached: int
+    n_prompt: int
+    n_generated: int
+
+
+@dataclass(eq=False)
+class _Slot:
+    id: int
+    cached: list[int] = field(default_factory=list)  # tokens in this sequence's KV, in order
+    req: GenRequest | None = None
+    state: str = "idle"
+    prompt: list[int] = field(default_factory=list)
+    pending: int = 0  # index in prompt of the next token to decode
+    sampler: Sampler | None = None
+    detok: StreamingDetokenizer | None = None
+    stop: StopMatcher | None = None
+    last_token: int = -1  # sampled, not yet decoded
+    n_generated: int = 0
+    n_reused: int = 0
+    logits_idx: int = -1
+    last_used: float = 0.0
+    t_start: float = 0.0
+    t_first: float = 0.0
+    t_prefill_done: float = 0.0
+
+
+class _Job:
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+class Scheduler:
+    """Owns a Context over ``model`` in a dedicated engine thread.
+
+    ``submit(req)`` is thread-safe and returns at once; events arrive through ``req.emit``
+    (called in the engine thread — keep it cheap, e.g. ``loop.call_soon_threadsafe``).
+    """
+
+    def __init__(self, model: Model, config: SchedulerConfig | None = None) -> None:
+        self.model = model
+        self.config = config or SchedulerConfig()
+        cfg = self.config
+        if cfg.parallel < 1:
+            raise ValueError("parallel must be >= 1")
+        self.ctx = Context(model, cfg.context_params())
+        self.n_ctx_slot = cfg.ctx_per_slot
+        self.slots = [_Slot(i) for i in range(cfg.parallel)]
+        self.stats = SchedulerStats()
+        self._queue: collections.deque[GenRequest] = collections.deque()
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self._batch = Batch(max(cfg.n_batch, cfg.parallel), 1)
+        self._eog = model.vocab.eog_tokens
+        self._thread = threading.Thread(target=self._loop, name="llamabind-engine", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ public
+    def submit(self, req: GenRequest) -> None:
+        """Queue a request. Raises ContextOverflowError / QueueFullError at once."""
+        n = len(req.prompt)
+        if n == 0:
+            raise ValueError("empty prompt")
+        if n >= self.n_ctx_slot:
+            raise ContextOverflowError(
+                f"the prompt has {n} tokens but a slot holds at most {self.n_ctx_slot} "
+                "(prompt + at least one generated token)",
+                n_tokens=n,
+                n_ctx=self.n_ctx_slot,
+            )
+        self.model.vocab.check(req.prompt)
+        with self._cv:
+            if self._stop:
+                raise LlamabindError("the scheduler is shut down")
+            busy = sum(1 for s in self.slots if s.req is not None)
+            if len(self._queue) >= self.config.max_queue and busy >= len(self.slots):
+                raise QueueFullError(
+                    f"server busy: {len(self._queue)} requests waiting (--max-queue {self.config.max_queue})"
+                )
+            self._queue.append(req)
+            self.stats.requests_total += 1
+            self._cv.notify()
+
+    def run_in_engine(self, fn: Callable[[], T], timeout: float | None = None) -> T:
+        """Run ``fn`` in the engine thread between two steps (for work that needs the context)."""
+        job = _Job(fn)
+        with self._cv:
+            self._jobs.append(job)
+            self._cv.notify()
+        if not job.done.wait(timeout):
+            raise TimeoutError("engine job timed out")
+        if job.error is not None:
+            raise job.error
+        return job.result  # type: ignore[no-any-return]
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for s in self.slots if s.req is not None)
+
+    def slot_info(self) -> list[SlotInfo]:
+        out = []
+        for s in self.slots:
+            req = s.req
+            out.append(
+                SlotInfo(
+                    id=s.id,
+                    state=s.state,
+                    request_id=req.id if req is not None else None,
+                    n_cached=len(s.cached),
+                    n_prompt=len(s.prompt) if req is not None else 0,
+                    n_generated=s.n_generated if req is not None else 0,
+                )
+            )
+        return out
+
+    @property
+    def kv_used_cells(self) -> int:
+        return sum(len(s.cached) for s in self.slots)
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the engine: cancel everything, join the thread, free the context."""
+        with self._cv:
+            self._stop = True
+            for req in self._queue:
+                req.cancelled.set()
+            for s in self.slots:
+                if s.req is not None:
+                    s.req.cancelled.set()
+            self._cv.notify()
+        self.ctx.abort()
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            for s in self.slots:
+                if s.sampler is not None:
+                    s.sampler.close()
+            self.ctx.close()
+
+    def __enter__(self) -> Scheduler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    # ----------------------------------------------------------- engine
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._queue and not self._jobs and not self._active():
+                    self._cv.wait()
+                if self._stop:
+                    break
+                jobs = list(self._jobs)
+                self._jobs.clear()
+            for job in jobs:
+                try:
+                    job.result = job.fn()
+                except BaseException as exc:
+                    job.error = exc
+                job.done.set()
+            try:
+                self._reap_cancelled()
+                self._admit()
+                if self._active():
+                    self._step()
+            except Exception as exc:  # never let the engine die: fail the active requests
+                log.exception("engine step failed")
+                for s in self.slots:
+                    if s.req is not None:
+                        self._fail(s, exc)
+        # drain on shutdown
+        for s in self.slots:
+            if s.req is not None:
+                self._finish(s, "cancelled")
+        while self._queue:
+            req = self._queue.popleft()
+            req.emit(DoneEvent("cancelled", Usage(len(req.prompt), 0)))
+        for job in self._jobs:
+            job.error = LlamabindError("the scheduler is shut down")
+            job.done.set()
+
+    def _active(self) -> bool:
+        return any(s.req is not None for s in self.slots)
+
+    def _reap_cancelled(self) -> None:
+        for s in self.slots:
+            if s.req is not None and s.req.cancelled.is_set():
+                self._finish(s, "cancelled")
+        if any(r.cancelled.is_set() for r in self._queue):
+            with self._cv:
+                keep = collections.deque(r for r in self._queue if not r.cancelled.is_set())
+                dropped = [r for r in self._queue if r.cancelled.is_set()]
+                self._queue = keep
+            for r in dropped:
+                self.stats.requests_cancelled += 1
+                r.emit(DoneEvent("cancelled", Usage(len(r.prompt), 0)))
+
+    def _admit(self) -> None:
+        while True:
+            idle = [s for s in self.slots if s.req is None]
+            if not idle:
+                return
+            with self._cv:
+                if not self._queue:
+                    return
+                req = self._queue.popleft()
+            prompt = list(req.prompt)
+            # the idle slot with the longest cached prefix, else the least recently used
+            slot = max(idle, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+            try:
+                self._start(slot, req, prompt)
+            except Exception as exc:
+                slot.req = req
+                self._fail(slot, exc)
+
+    def _start(self, slot: _Slot, req: GenRequest, prompt: list[int]) -> None:
+        now = time.perf_counter()
+        slot.req = req
+        slot.prompt = prompt
+        slot.t_start = now
+        slot.t_first = 0.0
+        slot.n_generated = 0
+        slot.last_token = -1
+        slot.logits_idx = -1
+        slot.sampler = req.sampling.build(self.model)
+        slot.detok = StreamingDetokenizer(self.model.vocab)
+        slot.stop = StopMatcher(req.stop)
+        keep = common_prefix(slot.cached, prompt) if req.cache_prompt else 0
+        # a longer prefix held by another slot is shared into this one (no re-decode)
+        donor, donor_keep = None, keep
+        if req.cache_prompt:
+            for other in self.slots:
+                if other is slot:
+                    continue
+                k = common_prefix(other.cached, prompt)
+                if k > donor_keep and k >= self.config.cache_reuse_min:
+                    donor, donor_keep = other, k
+        if keep == len(prompt) or donor_keep == len(prompt):
+            keep = min(keep, len(prompt) - 1)
+            donor_keep = min(donor_keep, len(prompt) - 1)
+        mem = self.ctx.memory
+        if donor is not None and donor_keep > keep:
+            mem.remove(slot.id, -1, -1)
+            mem.copy(donor.id, slot.id, 0, donor_keep)
+            slot.cached = prompt[:donor_keep]
+            keep = donor_keep
+        elif keep < len(slot.cached):
+            if not mem.remove(slot.id, keep, -1):
+                mem.remove(slot.id, -1, -1)
+                keep = 0
+            del slot.cached[keep:]
+        slot.pending = keep
+        slot.n_reused = keep
+        slot.state = "prefill"
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        gen = [s for s in self.slots if s.req is not None and s.state == "generate"]
+        pre = [s for s in self.slots if s.req is not None and s.state == "prefill"]
+        for s in gen:
+            s.logits_idx = batch.add(s.last_token, len(s.cached), s.id, True)
+        budget = min(self.config.prefill_chunk, batch.capacity - len(batch))
+        chunks: list[tuple[_Slot, int]] = []
+        for s in sorted(pre, key=lambda s: s.t_start):
+            if budget <= 0:
+                s.logits_idx = -1
+                continue
+            remaining = len(s.prompt) - s.pending
+            take = min(remaining, budget)
+            last = take == remaining
+            start_pos = len(s.cached)
+            chunk = s.prompt[s.pending : s.pending + take]
+            idx = batch.add_sequence(chunk, start_pos, s.id, logits_last=last)
+            s.logits_idx = idx if last else -1
+            chunks.append((s, take))
+            budget -= take
+        if len(batch) == 0:
+            return
+        t0 = time.perf_counter()
+        try:
+            self.ctx.decode(batch)
+        except NoKvSlotError:
+            self._on_kv_full(gen, chunks)
+            return
+        dt = time.perf_counter() - t0
+        st = self.stats
+        st.decode_calls_total += 1
+        st.decode_seconds_total += dt
+        n_pre = sum(t for _, t in chunks)
+        total = len(batch)
+        if total:
+            st.prompt_seconds_total += dt * n_pre / total
+            st.generation_seconds_total += dt * (total - n_pre) / total
+        st.prompt_tokens_total += n_pre
+        for s in gen:
+            s.cached.append(s.last_token)
+        for s, take in chunks:
+            s.cached.extend(s.prompt[s.pending : s.pending + take])
+            s.pending += take
+            if s.pending == len(s.prompt):
+                s.state = "generate"
+                s.t_prefill_done = time.perf_counter()
+        for s in self.slots:
+            if s.req is not None and s.state == "generate" and s.logits_idx >= 0:
+                self._sample(s)
+
+    def _sample(self, s: _Slot) -> None:
+        req = s.req
+        assert req is not None and s.sampler is not None and s.detok is not None and s.stop is not None
+        lp: tuple[TokenLogprob, ...] = ()
+        if req.logprobs is not None:
+            logits = self.ctx.logits(s.logits_idx)
+            token = s.sampler.sample(self.ctx, s.logits_idx)
+            lp = (token_logprobs(logits, token, req.logprobs),)
+        else:
+            token = s.sampler.sample(self.ctx, s.logits_idx)
+        s.n_generated += 1
+        self.stats.generated_tokens_total += 1
+        if s.n_generated == 1:
+            s.t_first = time.perf_counter()
+        if token in self._eog and not req.ignore_eos:
+            self._finish(s, "stop")
+            return
+        text = s.stop.feed(s.detok.feed(token))
+        if s.stop.stopped is not None:
+            if text:
+                req.emit(TokenEvent(text, (token,), lp))
+            self._finish(s, "stop")
+            return
+        if text or lp:
+            req.emit(TokenEvent(text, (token,), lp))
+        limit = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else self.n_ctx_slot
+        if s.n_generated >= limit or len(s.cached) + 1 >= self.n_ctx_slot:
+            self._finish(s, "length")
+            return
+        s.last_token = token
+
+    def _finish(self, s: _Slot, reason: str) -> None:
+        req = s.req
+        if req is None:
+            return
+        tail = ""
+        if reason != "cancelled" and s.stop is not None and s.detok is not None and s.stop.stopped is None:
+            tail = s.stop.feed(s.detok.flush()) + s.stop.flush()
+        if tail:
+            req.emit(TokenEvent(tail, ()))
+        now = time.perf_counter()
+        usage = Usage(
+            prompt_tokens=len(s.prompt),
+            completion_tokens=s.n_generated,
+            cached_tokens=s.n_reused,
+            prompt_ms=((s.t_prefill_done or now) - s.t_start) * 1000,
+            generation_ms=(now - (s.t_prefill_done or now)) * 1000,
+            ttft_ms=((s.t_first or now) - req.submitted_at) * 1000,
+            queued_ms=(s.t_start - req.submitted_at) * 1000,
+        )
+        self.stats.cached_tokens_total += s.n_reused
+        if reason == "cancelled":
+            self.stats.requests_cancelled += 1
+        else:
+            self.stats.requests_done += 1
+        stop = s.stop.stopped if s.stop is not None else None
+        self._release(s)
+        req.emit(DoneEvent(reason, usage, stop))
+
+    def _fail(self, s: _Slot, exc: BaseException) -> None:
+        req = s.req
+        self.stats.requests_failed += 1
+        # what is in the KV cache for this slot is uncertain after a failure: drop it
+        try:
+            self.ctx.memory.remove(s.id, -1, -1)
+        except LlamabindError:
+            pass
+        s.cached = []
+        self._release(s)
+        if req is not None:
+            req.emit(ErrorEvent(exc))
+
+    def _release(self, s: _Slot) -> None:
+        if s.sampler is not None:
+            s.sampler.close()
+        s.sampler = None
+        s.detok = None
+        s.stop = None
+        s.req = None
+        s.state = "idle"
+        s.prompt = []
+        s.last_used = time.perf_counter()  # s.cached stays: it is this slot's prefix cache
+
+    def _on_kv_full(self, gen: list[_Slot], chunks: list[tuple[_Slot, int]]) -> None:
+        """No KV room: evict idle slots' caches first, then shrink prefill, then fail the youngest."""
+        self.stats.kv_evictions_total += 1
+        evicted = False
+        for s in self.slots:
+            if s.req is None and s.cached:
+                self.ctx.memory.remove(s.id, -1, -1)
+                s.cached = []
+                evicted = True
+        if evicted:
+            return  # retried at the next step
+        if chunks and self.config.prefill_chunk > 16:
+            self.config.prefill_chunk //= 2
+            log.warning("KV cache full: prefill chunk reduced to %d", self.config.prefill_chunk)
+            return
+        active = [s for s in self.slots if s.req is not None]
+        if not active:
+            return
+        youngest = max(active, key=lambda s: s.t_start)
+        self._fail(
+            youngest,
+            NoKvSlotError(
+                f"the KV cache is full ({self.ctx.n_ctx} cells shared by {len(self.slots)} slots); "
+                "request dropped — retry later or raise --ctx-size",
+                1,
+            ),
+        )
