@@ -40,6 +40,7 @@ class Sampler(NativeOwner):
     """
 
     def __init__(self, model: Model, *, no_perf: bool = False) -> None:
+        model._ptr()  # ClosedError for a closed model (its child would never be freed with it)
         self.model = model
         self._names: list[str] = []
         self._grammar: tuple[str, str] | None = None

@@ -75,6 +75,7 @@ class Generator:
         self.cached: list[int] = []  # tokens whose KV is in the cache for seq_id, in order
         self._batch = Batch(ctx.n_batch)
         self.last_timings = Timings()
+        self._stopped: str | None = None
 
     # ------------------------------------------------------------ prompt
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -242,8 +243,7 @@ class Generator:
         toks: list[int] = []
         lps: list[TokenLogprob] = []
         finish = "length"
-        self._stopped: str | None = None
-        n_prompt = 0
+        self._stopped = None
         for chunk in self.stream(prompt, **kwargs):  # type: ignore[arg-type]
             parts.append(chunk.text)
             toks.extend(chunk.tokens)

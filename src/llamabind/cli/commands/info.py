@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     lib = backend.library_info()
-    devs = [
+    devs: list[dict[str, Any]] = [
         {
             "name": d.name,
             "description": d.description,
