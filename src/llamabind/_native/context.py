@@ -109,6 +109,21 @@ def decode(ctx: int, batch: Any) -> int:
     return int(ll().llama_decode(ctx, batch))
 
 
+def decode_sync(ctx: int, batch: Any) -> int:
+    """Decode and wait for the (possibly asynchronous) backends to finish."""
+    raw = ll()
+    rc = int(raw.llama_decode(ctx, batch))
+    raw.llama_synchronize(ctx)
+    return rc
+
+
+def encode_sync(ctx: int, batch: Any) -> int:
+    raw = ll()
+    rc = int(raw.llama_encode(ctx, batch))
+    raw.llama_synchronize(ctx)
+    return rc
+
+
 def encode(ctx: int, batch: Any) -> int:
     return int(ll().llama_encode(ctx, batch))
 
@@ -179,8 +194,10 @@ class AbortFlag:
 # ----------------------------------------------------------------- memory
 
 
-def _mem(ctx: int) -> int:
-    return int(ll().llama_get_memory(ctx))
+def _mem(ctx: int) -> int | None:
+    # NULL for models without a KV cache (BERT-style encoders); every llama_memory_* call accepts it
+    mem = ll().llama_get_memory(ctx)
+    return int(mem) if mem else None
 
 
 def memory_clear(ctx: int, data: bool) -> None:
@@ -325,7 +342,9 @@ def lora_meta(adapter: Any) -> dict[str, str]:
     out: dict[str, str] = {}
     for i in range(int(raw.llama_adapter_meta_count(adapter))):
         key = _read_string(functools.partial(_by_index, raw.llama_adapter_meta_key_by_index, adapter, i))
-        out[key] = _read_string(functools.partial(_by_index, raw.llama_adapter_meta_val_str_by_index, adapter, i))
+        out[key] = _read_string(
+            functools.partial(_by_index, raw.llama_adapter_meta_val_str_by_index, adapter, i)
+        )
     return out
 
 

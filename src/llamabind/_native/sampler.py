@@ -92,6 +92,11 @@ def sampler_sample(smpl: Any, ctx: int, idx: int) -> int:
     return int(ll().llama_sampler_sample(smpl, ctx, idx))
 
 
+def has_logits(ctx: int, idx: int) -> bool:
+    """Whether output ``idx`` of the last decode has logits (llama_sampler_sample asserts otherwise)."""
+    return bool(ll().llama_get_logits_ith(ctx, idx))
+
+
 def sampler_accept(smpl: Any, token: int) -> None:
     ll().llama_sampler_accept(smpl, token)
 

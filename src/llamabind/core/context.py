@@ -9,12 +9,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .._native import context as nctx
+from .._native.fatal import FatalNativeError, run_guarded
 from ..errors import (
     AbortedError,
     ConcurrentUseError,
     ContextCreateError,
     DecodeError,
     NoKvSlotError,
+    RpcError,
     TokenizeError,
 )
 from ._owner import NativeOwner
@@ -78,12 +80,22 @@ class Context(NativeOwner):
         self.n_ubatch = nctx.context_int(handle, "n_ubatch")
         self.n_seq_max = nctx.context_int(handle, "n_seq_max")
         self.n_embd = model.n_embd_out or model.n_embd
+        # non-causal attention (BERT-style encoders) must see a whole batch in one micro-batch
+        self._causal = params.attention_type != "non_causal" and (
+            params.attention_type == "causal"
+            or model.meta(f"{model.architecture}.attention.causal", "true") != "false"
+        )
         self._n_outputs = 0
+        # decodes over RPC workers may hit GGML_ABORT (a worker died): they run guarded
+        self._remote = bool(model.params.rpc_servers)
+        self._poisoned: str | None = None
         self.memory = Memory(self)
         self.state = State(self)
 
     # ----------------------------------------------------------- locking
     def _acquire(self) -> Any:
+        if self._poisoned is not None:
+            raise RpcError(self._poisoned)
         if not self._lock.acquire(blocking=False):
             raise ConcurrentUseError(
                 "this Context is in use by another thread; a Context is single-threaded "
@@ -135,6 +147,7 @@ class Context(NativeOwner):
 
     def set_causal_attn(self, on: bool) -> None:
         self._call(nctx.set_causal_attn, on)
+        self._causal = bool(on)
 
     def set_warmup(self, on: bool) -> None:
         self._call(nctx.set_warmup, on)
@@ -154,24 +167,29 @@ class Context(NativeOwner):
             if int(toks.min()) < 0 or int(toks.max()) >= self.n_vocab:
                 bad = int(toks[(toks < 0) | (toks >= self.n_vocab)][0])
                 raise TokenizeError(f"token id {bad} out of range [0, {self.n_vocab})")
-        if batch.n_seq_max > 1 or self.n_seq_max > 1:
+        if batch.n_seq_max > 1:
             hi, lo = batch.max_seq_id(), batch.min_seq_id()
-            if lo < 0 or hi >= self.n_seq_max:
-                raise ValueError(
-                    f"sequence id {hi if hi >= self.n_seq_max else lo} out of range [0, {self.n_seq_max})"
-                )
-        elif int(batch._buf.seq_id[0, 0]) != 0 and n:
-            sid = int(batch._buf.seq_id[:n, 0].max())
-            if sid >= self.n_seq_max:
-                raise ValueError(f"sequence id {sid} out of range [0, {self.n_seq_max})")
+        else:  # one id per token: a plain min/max over the first column
+            col = batch._buf.seq_id[:n, 0]
+            hi, lo = int(col.max()), int(col.min())
+        if lo < 0 or hi >= self.n_seq_max:
+            raise ValueError(
+                f"sequence id {hi if hi >= self.n_seq_max else lo} out of range [0, {self.n_seq_max})"
+            )
         return n
 
     def decode(self, batch: Batch) -> None:
         """Run the model on a batch. Raises NoKvSlotError / AbortedError / DecodeError."""
         n = self._check_batch(batch)
+        if n > self.n_ubatch and not self._causal:
+            # llama.cpp asserts (aborts the process) on this: non-causal attention cannot split a batch
+            raise ValueError(
+                f"decode: a batch of {n} tokens exceeds n_ubatch={self.n_ubatch}, which non-causal "
+                "attention cannot split (create the context with n_ubatch >= n_batch)"
+            )
         ptr = self._acquire()
         try:
-            rc = nctx.decode(ptr, batch._buf.struct(n))
+            rc = self._run(nctx.decode, ptr, batch._buf.struct(n), "decode")
         finally:
             self._lock.release()
         self._n_outputs = batch.n_outputs
@@ -181,14 +199,41 @@ class Context(NativeOwner):
     def encode(self, batch: Batch) -> None:
         """Run the encoder (encoder-decoder and embedding models)."""
         n = self._check_batch(batch)
+        if n > self.n_ubatch:
+            # llama.cpp asserts (aborts the process) on this: the encoder cannot split a batch
+            raise ValueError(
+                f"encode: a batch of {n} tokens exceeds n_ubatch={self.n_ubatch}; the encoder runs "
+                "the whole batch in one micro-batch (create the context with n_ubatch >= n_batch)"
+            )
         ptr = self._acquire()
         try:
-            rc = nctx.encode(ptr, batch._buf.struct(n))
+            rc = self._run(nctx.encode, ptr, batch._buf.struct(n), "encode")
         finally:
             self._lock.release()
         self._n_outputs = n
         if rc != 0:
             self._raise(rc, "encode", n)
+
+    def _run(self, fn: Any, ptr: Any, struct: Any, what: str) -> int:
+        if not self._remote:
+            return int(fn(ptr, struct))
+        synced = nctx.decode_sync if fn is nctx.decode else nctx.encode_sync
+        try:
+            return int(run_guarded(synced, ptr, struct, timeout=self.model.params.rpc_timeout, what=what))
+        except (FatalNativeError, TimeoutError) as exc:
+            self._poison(f"{what} over RPC failed: {exc}; this context is no longer usable")
+            raise RpcError(self._poisoned or "") from exc
+
+    def _poison(self, message: str) -> None:
+        """A native thread is stuck inside this context: never free it (nor its model)."""
+        self._poisoned = message
+        self._h.free = lambda _ptr: None
+        self.model._h.free = lambda _ptr: None
+
+    @property
+    def poisoned(self) -> str | None:
+        """Why this context became unusable (an RPC worker died mid-decode), else None."""
+        return self._poisoned
 
     def _raise(self, rc: int, what: str, n: int) -> None:
         if rc == 1:
@@ -248,12 +293,13 @@ class Context(NativeOwner):
 
     def seq_embeddings(self, seq_id: int) -> npt.NDArray[np.float32]:
         """Pooled embedding of a sequence (pooling mean/cls/last; rank gives n_cls_out scores)."""
-        n = max(self.model.n_cls_out, 1) if self.pooling == "rank" else self.n_embd
+        pooling = self.pooling  # read before taking the lock (it takes the lock itself)
+        n = max(self.model.n_cls_out, 1) if pooling == "rank" else self.n_embd
         ptr = self._acquire()
         try:
             view = nctx.embeddings_seq(ptr, seq_id, n)
             if view is None:
-                raise IndexError(f"no pooled embeddings for sequence {seq_id} (pooling={self.pooling})")
+                raise IndexError(f"no pooled embeddings for sequence {seq_id} (pooling={pooling})")
             out: npt.NDArray[np.float32] = view.copy()
             return out
         finally:

@@ -18,8 +18,9 @@ class Memory:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
 
-    def _seq(self, seq: int) -> None:
-        if not -1 <= seq < self._ctx.n_seq_max:
+    def _seq(self, seq: int, *, allow_all: bool = False) -> None:
+        # llama.cpp asserts (aborts the process) on an id outside [0, n_seq_max); only seq_rm takes -1
+        if not (-1 if allow_all else 0) <= seq < self._ctx.n_seq_max:
             raise ValueError(f"sequence id {seq} out of range [0, {self._ctx.n_seq_max})")
 
     def clear(self, data: bool = True) -> None:
@@ -28,7 +29,7 @@ class Memory:
 
     def remove(self, seq: int = -1, p0: int = -1, p1: int = -1) -> bool:
         """Remove tokens of ``seq`` (-1: all sequences) in [p0, p1). False if a partial removal is impossible."""
-        self._seq(seq)
+        self._seq(seq, allow_all=True)
         return bool(self._ctx._call(nctx.memory_seq_rm, seq, p0, p1))
 
     def copy(self, src: int, dst: int, p0: int = -1, p1: int = -1) -> None:
@@ -41,6 +42,11 @@ class Memory:
         """Remove every sequence but ``seq``."""
         self._seq(seq)
         self._ctx._call(nctx.memory_seq_keep, seq)
+        # without a unified KV cache each sequence has its own stream and llama.cpp's seq_keep only
+        # clears the stream of ``seq``: remove the other sequences explicitly
+        for other in range(self._ctx.n_seq_max):
+            if other != seq:
+                self._ctx._call(nctx.memory_seq_rm, other, -1, -1)
 
     def shift(self, seq: int, p0: int, p1: int, delta: int) -> None:
         """Add ``delta`` to the positions of ``seq`` in [p0, p1) (context shifting)."""

@@ -41,6 +41,8 @@ class ModelParams:
     #: explicit ggml device handles (advanced; normally derived from rpc_servers / all devices)
     devices: Sequence[int] = ()
     load_mtp: bool | None = None
+    #: seconds a decode over RPC workers may take before the worker is declared dead
+    rpc_timeout: float = 120.0
 
 
 def _check_file(path: Path) -> None:
@@ -115,7 +117,19 @@ class Model(NativeOwner):
             load_mtp=params.load_mtp,
             progress=progress,
         )
-        handle, err, cancelled = nmodel.model_load([str(p) for p in paths], spec)
+        load_args = ([str(p) for p in paths], spec)
+        if params.rpc_servers:
+            from .._native.fatal import FatalNativeError, run_guarded
+            from ..errors import RpcError
+
+            try:
+                handle, err, cancelled = run_guarded(
+                    nmodel.model_load, *load_args, what="model load over RPC"
+                )
+            except FatalNativeError as exc:
+                raise RpcError(str(exc)) from exc
+        else:
+            handle, err, cancelled = nmodel.model_load(*load_args)
         if err is not None:
             if handle:
                 nmodel.model_free(handle)

@@ -21,6 +21,8 @@ __all__ = ["LogitsProcessor", "Sampler", "SamplerPerf"]
 LogitsProcessor = Callable[[Sequence[int], npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
+#: samplers that select a token; ``sample`` needs one at the end of the chain
+_SELECTORS = frozenset({"greedy", "dist", "mirostat", "mirostat_v2", "adaptive_p"})
 
 
 @dataclass(frozen=True)
@@ -220,8 +222,13 @@ class Sampler(NativeOwner):
         if self._processors:
             return self._sample_python(ctx, idx)
         ptr = self._ptr()
+        if not self._names or self._names[-1] not in _SELECTORS:
+            # llama_sampler_sample asserts (aborts the process) when nothing was selected
+            raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
         cptr = ctx._acquire()
         try:
+            if not nsmp.has_logits(cptr, idx):  # llama.cpp would assert on missing logits
+                raise IndexError(f"no logits for batch index {idx}: decode it with logits=True")
             token = nsmp.sampler_sample(ptr, cptr, idx)
         finally:
             ctx._lock.release()

@@ -21,7 +21,11 @@ class State:
         self._ctx = ctx
 
     def to_bytes(self) -> bytes:
-        """The whole context state (KV cache, RNG, outputs) as bytes."""
+        """The whole context state (the KV cache) as bytes.
+
+        This llama.cpp revision stores no logits in the state: after loading, decode the last token
+        again (with logits) before sampling.
+        """
         return bytes(self._ctx._call(nctx.state_get))
 
     def from_bytes(self, data: bytes) -> None:
