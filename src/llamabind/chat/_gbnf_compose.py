@@ -1,0 +1,134 @@
+"""Small helpers to embed several GBNF grammars into one: rename every rule of a sub-grammar with a prefix.
+
+GBNF rule names are made of ``[a-zA-Z0-9-]``. A sub-grammar produced by
+``json_schema_to_gbnf`` has a ``root`` rule and helper rules (``space``, ``string``, …) whose names
+collide with those of other sub-grammars, so each one is renamed with its own prefix before they
+are concatenated. The scanner understands string literals, character classes, ``{m,n}``
+repetitions, ``<token>`` references and ``#`` comments, so nothing inside those is renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+__all__ = ["defined_rules", "gbnf_literal", "json_string_literal", "prefix_rules", "rule_name"]
+
+_WORD = re.compile(r"[a-zA-Z0-9-]+")
+_NAME_OK = re.compile(r"^[a-zA-Z0-9-]+$")
+
+
+def _skip_delimited(text: str, i: int, close: str) -> int:
+    """Index just past the closing delimiter of a literal starting at ``i`` (handles backslash escapes)."""
+    n = len(text)
+    j = i + 1
+    while j < n:
+        ch = text[j]
+        if ch == "\\":
+            j += 2
+            continue
+        if ch == close:
+            return j + 1
+        j += 1
+    return n
+
+
+def _tokens(text: str) -> list[tuple[int, int]]:
+    """Spans of the identifier tokens of a GBNF text (outside literals, classes and comments)."""
+    spans: list[tuple[int, int]] = []
+    i = 0
+    n = len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+        elif ch == '"':
+            i = _skip_delimited(text, i, '"')
+        elif ch == "[":
+            i = _skip_delimited(text, i, "]")
+        elif ch == "{":
+            j = text.find("}", i)
+            i = n if j < 0 else j + 1
+        elif ch == "<":
+            j = text.find(">", i)
+            i = n if j < 0 else j + 1
+        else:
+            m = _WORD.match(text, i)
+            if m is None:
+                i += 1
+            else:
+                spans.append((m.start(), m.end()))
+                i = m.end()
+    return spans
+
+
+def _definitions(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    names: list[str] = []
+    for start, end in spans:
+        j = end
+        while j < len(text) and text[j] in " \t":
+            j += 1
+        if text.startswith("::=", j):
+            names.append(text[start:end])
+    return names
+
+
+def defined_rules(grammar: str) -> list[str]:
+    """The names of the rules a GBNF grammar defines, in order of definition."""
+    return _definitions(grammar, _tokens(grammar))
+
+
+def prefix_rules(grammar: str, prefix: str) -> str:
+    """Rename every rule the grammar defines (definitions and references) to ``prefix + name``.
+
+    References to rules the grammar does not define are left alone. ``prefix`` must itself be made
+    of GBNF name characters (``[a-zA-Z0-9-]``).
+    """
+    if not _NAME_OK.match(prefix):
+        raise ValueError(f"invalid GBNF rule-name prefix {prefix!r}: use only [a-zA-Z0-9-]")
+    spans = _tokens(grammar)
+    defined = set(_definitions(grammar, spans))
+    out: list[str] = []
+    last = 0
+    for start, end in spans:
+        word = grammar[start:end]
+        if word in defined:
+            out.append(grammar[last:start])
+            out.append(prefix + word)
+            last = end
+    out.append(grammar[last:])
+    return "".join(out)
+
+
+def rule_name(text: str) -> str:
+    """A GBNF-safe rule-name fragment derived from arbitrary text (e.g. a tool name)."""
+    cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
+    return cleaned or "x"
+
+
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF double-quoted string literal."""
+    out = ['"']
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def json_string_literal(text: str) -> str:
+    """A GBNF literal matching ``text`` encoded as a JSON string (quotes included)."""
+    return gbnf_literal(json.dumps(text, ensure_ascii=False))

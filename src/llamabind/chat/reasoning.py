@@ -1,0 +1,220 @@
+"""Split a reasoning block (``<think>…</think>`` and configurable tags) off a model's output.
+
+Rules (the same for :func:`split_reasoning` and the streaming :class:`ReasoningStreamSplitter`,
+which is what the former runs on the whole text):
+
+* A reasoning block is recognised only at the start of the output (after whitespace): an opening
+  tag, or nothing at all when the prompt already opened it (``started=True``, see
+  :func:`prompt_opens_reasoning`; a redundant opening tag is then dropped).
+* Everything up to the closing tag is ``reasoning_content``; a block that never closes is
+  reasoning to the end. Whitespace around the reasoning text and between the closing tag and the
+  content is dropped; content is otherwise kept byte for byte.
+* Output that does not start with the opening tag is all content.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_REASONING_TAGS",
+    "KNOWN_REASONING_TAGS",
+    "ReasoningDelta",
+    "ReasoningResult",
+    "ReasoningStreamSplitter",
+    "detect_reasoning_tags",
+    "prompt_opens_reasoning",
+    "split_reasoning",
+]
+
+DEFAULT_REASONING_TAGS = ("<think>", "</think>")
+#: Tags of models that reason in a delimited block, looked for by :func:`detect_reasoning_tags`.
+KNOWN_REASONING_TAGS: tuple[tuple[str, str], ...] = (
+    DEFAULT_REASONING_TAGS,
+    ("<seed:think>", "</seed:think>"),
+    ("[THINK]", "[/THINK]"),
+    ("<|START_THINKING|>", "<|END_THINKING|>"),
+    ("<|begin_of_thought|>", "<|end_of_thought|>"),
+)
+
+_WS = " \t\r\n"
+
+
+def detect_reasoning_tags(template: str | None) -> tuple[str, str] | None:
+    """The reasoning tags whose closing tag a chat template mentions, or None."""
+    if not template:
+        return None
+    for start, end in KNOWN_REASONING_TAGS:
+        if end in template:
+            return start, end
+    return None
+
+
+def prompt_opens_reasoning(prompt: str, tags: tuple[str, str] = DEFAULT_REASONING_TAGS) -> bool:
+    """Whether a rendered prompt ends inside an open reasoning block (the template pre-opened it)."""
+    return prompt.rstrip(_WS).endswith(tags[0])
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    """What one feed produced: reasoning text, then content text (either may be empty)."""
+
+    reasoning: str = ""
+    content: str = ""
+
+    def __bool__(self) -> bool:
+        return bool(self.reasoning or self.content)
+
+
+@dataclass(frozen=True)
+class ReasoningResult:
+    """``reasoning_content`` (None when the output had no reasoning text) and ``content``."""
+
+    reasoning_content: str | None
+    content: str
+
+
+class _S(enum.Enum):
+    START = 0
+    OPENED = 1
+    REASONING = 2
+    AFTER = 3
+    CONTENT = 4
+
+
+def _partial_suffix(text: str, marker: str) -> int:
+    for k in range(min(len(text), len(marker) - 1), 0, -1):
+        if marker.startswith(text[-k:]):
+            return k
+    return 0
+
+
+class ReasoningStreamSplitter:
+    """Streaming reasoning/content splitter; tags split across deltas are handled.
+
+    ``feed(delta)`` returns the reasoning and content that became certain; ``finish()`` the rest.
+    Text that may be the start of a tag is held back until it is decided.
+    """
+
+    def __init__(
+        self,
+        start_tag: str = DEFAULT_REASONING_TAGS[0],
+        end_tag: str = DEFAULT_REASONING_TAGS[1],
+        *,
+        started: bool = False,
+    ) -> None:
+        if not start_tag or not end_tag:
+            raise ValueError("reasoning tags must be non-empty")
+        self.start_tag = start_tag
+        self.end_tag = end_tag
+        self._state = _S.OPENED if started else _S.START
+        self._buf = ""
+        self._reasoning: list[str] = []
+        self._content: list[str] = []
+        self._r_leading = True  # drop whitespace at the start of the reasoning
+        self._r_ws = ""  # reasoning whitespace held back (dropped if the block ends here)
+        self._finished = False
+
+    @property
+    def in_reasoning(self) -> bool:
+        """Whether the text so far is inside the reasoning block (or may still start one)."""
+        return self._state in (_S.START, _S.OPENED, _S.REASONING)
+
+    def feed(self, text: str) -> ReasoningDelta:
+        if self._finished:
+            raise RuntimeError("ReasoningStreamSplitter.feed() after finish()")
+        if text:
+            self._buf += text
+            self._run(final=False)
+        return self._drain()
+
+    def finish(self) -> ReasoningDelta:
+        if not self._finished:
+            self._finished = True
+            self._run(final=True)
+        return self._drain()
+
+    def _drain(self) -> ReasoningDelta:
+        out = ReasoningDelta("".join(self._reasoning), "".join(self._content))
+        self._reasoning = []
+        self._content = []
+        return out
+
+    def _emit_reasoning(self, text: str) -> None:
+        if self._r_leading:
+            text = text.lstrip(_WS)
+            if not text:
+                return
+            self._r_leading = False
+        body = text.rstrip(_WS)
+        if body:
+            self._reasoning.append(self._r_ws + body)
+            self._r_ws = text[len(body) :]
+        else:
+            self._r_ws += text
+
+    def _run(self, final: bool) -> None:
+        while True:
+            state = self._state
+            if state in (_S.START, _S.OPENED):
+                s = self._buf
+                stripped = s.lstrip(_WS)
+                if stripped.startswith(self.start_tag):
+                    self._buf = stripped[len(self.start_tag) :]
+                    self._state = _S.REASONING
+                    continue
+                if not final and self.start_tag.startswith(stripped):
+                    return  # could still be the opening tag (or only whitespace so far)
+                if state is _S.OPENED:
+                    self._state = _S.REASONING
+                else:
+                    self._content.append(s)
+                    self._buf = ""
+                    self._state = _S.CONTENT
+                continue
+            if state is _S.REASONING:
+                s = self._buf
+                j = s.find(self.end_tag)
+                if j >= 0:
+                    self._emit_reasoning(s[:j])
+                    self._r_ws = ""
+                    self._buf = s[j + len(self.end_tag) :]
+                    self._state = _S.AFTER
+                    continue
+                if final:
+                    self._emit_reasoning(s)
+                    self._r_ws = ""
+                    self._buf = ""
+                    return
+                hold = _partial_suffix(s, self.end_tag)
+                self._emit_reasoning(s[: len(s) - hold])
+                self._buf = s[len(s) - hold :]
+                return
+            if state is _S.AFTER:
+                stripped = self._buf.lstrip(_WS)
+                self._buf = ""
+                if stripped:
+                    self._content.append(stripped)
+                    self._state = _S.CONTENT
+                return
+            # CONTENT
+            if self._buf:
+                self._content.append(self._buf)
+                self._buf = ""
+            return
+
+
+def split_reasoning(
+    text: str,
+    start_tag: str = DEFAULT_REASONING_TAGS[0],
+    end_tag: str = DEFAULT_REASONING_TAGS[1],
+    *,
+    started: bool = False,
+) -> ReasoningResult:
+    """Split a complete output into ``reasoning_content`` and ``content`` (see the module doc)."""
+    splitter = ReasoningStreamSplitter(start_tag, end_tag, started=started)
+    first = splitter.feed(text)
+    last = splitter.finish()
+    reasoning = first.reasoning + last.reasoning
+    return ReasoningResult(reasoning_content=reasoning or None, content=first.content + last.content)
