@@ -1,0 +1,29 @@
+"""GBNF grammars for llama.cpp's grammar sampler: validation, JSON grammars and JSON Schema conversion.
+
+Pure Python: nothing here touches the native library, so every grammar handed to it is
+already known to be one llama.cpp accepts.
+"""
+
+from __future__ import annotations
+
+from llamabind.grammar.gbnf import (
+    JSON_ARRAY_GBNF,
+    JSON_GBNF,
+    JSON_OBJECT_GBNF,
+    Grammar,
+    ParsedGrammar,
+    parse_gbnf,
+    validate_gbnf,
+)
+from llamabind.grammar.json_schema import json_schema_to_gbnf
+
+__all__ = [
+    "JSON_ARRAY_GBNF",
+    "JSON_GBNF",
+    "JSON_OBJECT_GBNF",
+    "Grammar",
+    "ParsedGrammar",
+    "json_schema_to_gbnf",
+    "parse_gbnf",
+    "validate_gbnf",
+]
