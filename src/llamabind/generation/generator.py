@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..core import Batch, Context, Sampler, StreamingDetokenizer
 from ..errors import ContextOverflowError
 from .logprobs import TokenLogprob, token_logprobs
 from .sampling import SamplingParams
 from .stop import StopMatcher
+
+if TYPE_CHECKING:
+    from ..speculative.base import Drafter
 
 __all__ = ["GenerationChunk", "GenerationResult", "Generator", "Timings", "common_prefix"]
 
@@ -32,6 +36,14 @@ class Timings:
     generated_tokens: int = 0
     generation_ms: float = 0.0
     ttft_ms: float = 0.0
+    # speculative decoding (0 without a drafter)
+    spec_rounds: int = 0  # verification batches
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted_tokens / self.drafted_tokens if self.drafted_tokens else 0.0
 
     @property
     def prompt_tps(self) -> float:
@@ -86,10 +98,19 @@ class Generator:
         self.ctx.memory.remove(self.seq_id, -1, -1)
         self.cached = []
 
-    def prefill(self, tokens: Sequence[int], *, cancel: threading.Event | None = None) -> int:
+    def prefill(
+        self,
+        tokens: Sequence[int],
+        *,
+        cancel: threading.Event | None = None,
+        max_keep: int | None = None,
+        on_decode: Callable[[Sequence[int], int, int], None] | None = None,
+    ) -> int:
         """Make the KV cache hold exactly ``tokens``, with logits for the last one.
 
-        Reuses the common prefix with what is cached; returns how many tokens were reused.
+        Reuses the common prefix with what is cached (at most ``max_keep`` tokens); returns how
+        many tokens were reused. ``on_decode(chunk, start_pos, first_index)`` is called after
+        each chunk is decoded (a speculative drafter mirrors the target's decodes with it).
         """
         n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
         if not tokens:
@@ -103,13 +124,16 @@ class Generator:
             )
         self.model.vocab.check(tokens)
         keep = common_prefix(self.cached, tokens)
+        if max_keep is not None:
+            keep = max(0, min(keep, max_keep))
         if keep == len(tokens):
             keep -= 1  # the last prompt token must be decoded again to get its logits
-        if keep < len(self.cached):
-            if not self.ctx.memory.remove(self.seq_id, keep, -1):
-                self.ctx.memory.remove(self.seq_id, -1, -1)
-                keep = 0
-            del self.cached[keep:]
+        # always drop everything from ``keep`` on: the cache may hold a token that an interrupted
+        # call decoded but never recorded
+        if not self.ctx.memory.remove(self.seq_id, keep, -1):
+            self.ctx.memory.remove(self.seq_id, -1, -1)
+            keep = 0
+        del self.cached[keep:]
         batch = self._batch
         pos = keep
         step = self.ctx.n_batch
@@ -121,6 +145,8 @@ class Generator:
             batch.add_sequence(chunk, pos, self.seq_id, logits_last=pos + len(chunk) == len(tokens))
             self.ctx.decode(batch)
             self.cached.extend(chunk)
+            if on_decode is not None:
+                on_decode(chunk, pos, 0)
             pos += len(chunk)
         return keep
 
@@ -139,11 +165,15 @@ class Generator:
         add_special: bool = True,
         parse_special: bool = True,
         ignore_eos: bool = False,
+        draft: Drafter | None = None,
     ) -> Iterator[GenerationChunk]:
         """Yield chunks as tokens are generated; the last chunk carries ``finish_reason``.
 
         ``logprobs=N`` attaches the sampled token's log-probability and the N best alternatives.
         ``cancel`` (a threading.Event) stops generation at the next token ("cancelled").
+        ``draft``: a speculative drafter (``llamabind.speculative``): each round the target
+        verifies its proposals in one batch. Greedy output is identical to plain decoding; sampled
+        output has the target's distribution. Counters land in ``last_timings``.
         """
         tokens = (
             self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
@@ -151,9 +181,16 @@ class Generator:
             else list(prompt)
         )
         own_sampler = sampler is None
+        sp = (sampling or SamplingParams()) if sampler is None else None
         smp = sampler if sampler is not None else (sampling or SamplingParams()).build(self.model)
         try:
-            yield from self._run(tokens, smp, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos)
+            if draft is not None:
+                draft.configure(sp)
+                yield from self._run_spec(
+                    tokens, smp, sp, draft, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos
+                )
+            else:
+                yield from self._run(tokens, smp, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos)
         finally:
             if own_sampler:
                 smp.close()
@@ -229,6 +266,128 @@ class Generator:
             pos += 1
             timings.generated_tokens = n
             yield GenerationChunk(text, [token], lp)
+        tail = matcher.flush() + (detok.flush() if matcher.stopped is None else "")
+        if tail and matcher.stopped is None:
+            tail = matcher.feed(tail) + matcher.flush()
+        timings.generated_tokens = n
+        timings.generation_ms = (time.perf_counter() - t1) * 1000
+        yield GenerationChunk(tail, [], finish_reason=finish)
+        self._stopped = matcher.stopped
+
+    def _run_spec(
+        self,
+        tokens: list[int],
+        smp: Sampler,
+        sp: SamplingParams | None,
+        drafter: Drafter,
+        max_tokens: int | None,
+        stop: Sequence[str],
+        stop_tokens: Sequence[int],
+        logprobs: int | None,
+        cancel: threading.Event | None,
+        ignore_eos: bool,
+    ) -> Iterator[GenerationChunk]:
+        """Speculative decoding: draft, verify the draft in one batch, keep the agreed prefix."""
+        import numpy as np
+
+        from ..speculative.base import Draft
+        from ..speculative.verify import verify_draft
+
+        t0 = time.perf_counter()
+        timings = Timings()
+        self.last_timings = timings
+        ctx = self.ctx
+        seq = self.seq_id
+        n_ctx = ctx.n_ctx_seq if ctx.n_seq_max > 1 else ctx.n_ctx
+
+        def observe(chunk: Sequence[int], start: int, first: int) -> None:
+            drafter.observe(ctx, chunk, start, first)
+
+        reused = self.prefill(tokens, cancel=cancel, max_keep=drafter.max_reuse(tokens), on_decode=observe)
+        drafter.rollback(len(self.cached))
+        timings.cached_tokens = reused
+        timings.prompt_tokens = len(tokens) - reused
+        t1 = time.perf_counter()
+        timings.prompt_ms = (t1 - t0) * 1000
+        if cancel is not None and cancel.is_set():
+            yield GenerationChunk("", [], finish_reason="cancelled")
+            return
+        # sampled verification of stochastic drafts needs an RNG of its own (seeded like the sampler)
+        rng = None
+        if sp is not None and not sp.greedy:
+            rng = np.random.default_rng(None if sp.seed is None else int(sp.seed) & 0xFFFFFFFF)
+        vocab = self.model.vocab
+        eog = frozenset() if ignore_eos else vocab.eog_tokens
+        extra_stop = frozenset(stop_tokens)
+        detok = StreamingDetokenizer(vocab)
+        matcher = StopMatcher(stop)
+        batch = self._batch
+        limit = max_tokens if max_tokens is not None and max_tokens >= 0 else n_ctx
+        n = 0
+        finish = "length"
+        # the first token comes from the prompt's logits (an empty draft, verified at row -1)
+        verdict = verify_draft(ctx, smp, [-1], Draft(), logprobs=logprobs)
+        pending = verdict.tokens
+        pending_lp = verdict.logprobs
+        while True:
+            stopped = False
+            for j, token in enumerate(pending):
+                if n >= limit:
+                    finish, stopped = "length", True
+                    break
+                n += 1
+                if n == 1:
+                    timings.ttft_ms = (time.perf_counter() - t0) * 1000
+                lp = [pending_lp[j]] if j < len(pending_lp) else []
+                if token in eog or token in extra_stop:
+                    finish, stopped = "stop", True
+                    break
+                text = matcher.feed(detok.feed(token))
+                timings.generated_tokens = n
+                if matcher.stopped is not None:
+                    if text:
+                        yield GenerationChunk(text, [token], lp)
+                    finish, stopped = "stop", True
+                    break
+                yield GenerationChunk(text, [token], lp)
+            if stopped:
+                break
+            last = pending[-1]
+            pos = len(self.cached)
+            if n >= limit or pos + 1 >= n_ctx:
+                finish = "length"
+                break
+            if cancel is not None and cancel.is_set():
+                finish = "cancelled"
+                break
+            # draft at most what can still be emitted and what fits the context
+            room = min(limit - n, n_ctx - pos - 2)
+            d = drafter.draft(self.cached, last, room) if room > 0 else Draft()
+            if len(d.tokens) > room:
+                d = Draft(d.tokens[:room], d.probs[:room] if d.probs is not None else None)
+            vocab.check(d.tokens)
+            batch.clear()
+            batch.add(last, pos, seq, True)
+            for i, t in enumerate(d.tokens):
+                batch.add(t, pos + 1 + i, seq, True)
+            ctx.decode(batch)
+            sent = [last, *d.tokens]
+            self.cached.extend(sent)
+            drafter.observe(ctx, sent, pos, 0)
+            verdict = verify_draft(ctx, smp, list(range(len(sent))), d, rng=rng, logprobs=logprobs)
+            k = verdict.accepted
+            keep = pos + 1 + k
+            if keep < len(self.cached):
+                if not ctx.memory.remove(seq, keep, -1):  # pragma: no cover - attention KV always can
+                    raise RuntimeError("could not remove rejected draft tokens from the KV cache")
+                del self.cached[keep:]
+            drafter.rollback(keep)
+            drafter.record(len(d.tokens), k, len(verdict.tokens))
+            timings.spec_rounds += 1
+            timings.drafted_tokens += len(d.tokens)
+            timings.accepted_tokens += k
+            pending = verdict.tokens
+            pending_lp = verdict.logprobs
         tail = matcher.flush() + (detok.flush() if matcher.stopped is None else "")
         if tail and matcher.stopped is None:
             tail = matcher.feed(tail) + matcher.flush()
