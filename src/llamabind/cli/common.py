@@ -183,13 +183,11 @@ def resolve_model_path(args: argparse.Namespace) -> Path:
     if getattr(args, "model", None) and getattr(args, "hf", None):
         raise UsageError("give either -m/--model or --hf, not both")
     if getattr(args, "hf", None):
-        from ..hub import resolve_model
+        from ..hub import console_choose, resolve_model
 
         choose: Callable[[list[str]], str] | None = None
         if sys.stdin.isatty() and sys.stderr.isatty():
-            from .picker import pick
-
-            choose = pick
+            choose = console_choose
         resolved: Any = resolve_model(args.hf, file=getattr(args, "hf_file", None), choose=choose)
         args.resolved_mmproj = getattr(resolved, "mmproj", None)
         return Path(resolved.paths[0])
@@ -200,7 +198,7 @@ def resolve_model_path(args: argparse.Namespace) -> Path:
     return default_model_path()
 
 
-def load_model(args: argparse.Namespace, *, vocab_only: bool = False) -> Model:
+def load_model(args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: bool | None = None) -> Model:
     path = resolve_model_path(args)
     overrides = dict(_parse_override(o) for o in getattr(args, "override_kv", []) or [])
     tensor_split = None
@@ -222,6 +220,7 @@ def load_model(args: argparse.Namespace, *, vocab_only: bool = False) -> Model:
         vocab_only=vocab_only,
         kv_overrides=overrides,
         rpc_servers=rpc,
+        load_mtp=load_mtp,
     )
     model = Model(path, params)
     model.cli_loras = []  # type: ignore[attr-defined]

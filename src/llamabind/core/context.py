@@ -33,6 +33,20 @@ PerfData = nctx.PerfData
 _POOLING_NAMES = {v: k for k, v in POOLING_TYPES.items()}
 
 
+def _check_mtp_model(model: Model) -> None:
+    """An MTP context over a model whose next-n tensors were not loaded aborts inside llama.cpp."""
+    if model.n_layer_nextn <= 0:
+        raise ContextCreateError(
+            f"{model.path.name} ({model.architecture or 'unknown architecture'}) has no next-n (MTP) "
+            "layers (n_layer_nextn = 0): an MTP context needs a model converted with its MTP head"
+        )
+    if not model.params.load_mtp:
+        raise ContextCreateError(
+            f"{model.path.name} was loaded without its MTP layers: load it with "
+            "Model(path, load_mtp=True) to create an MTP context"
+        )
+
+
 class Context(NativeOwner):
     """An inference context over a model.
 
@@ -56,6 +70,8 @@ class Context(NativeOwner):
         self.params = params
         self.other = other
         fields = params.to_native()
+        if params.ctx_type.strip().lower() == "mtp":
+            _check_mtp_model(model)
         handle = nctx.context_create(
             model._ptr(),
             fields,
@@ -63,10 +79,23 @@ class Context(NativeOwner):
             ctx_other=other._ptr() if other is not None else None,
         )
         if not handle:
+            hint = ""
+            if str(params.type_v).lower() not in (
+                "f16",
+                "bf16",
+                "f32",
+                "1",
+                "30",
+                "0",
+            ) and params.flash_attn in (
+                "off",
+                False,
+            ):
+                hint = "; a quantized V cache needs flash attention (flash_attn='auto' or 'on')"
             raise ContextCreateError(
                 f"llama.cpp could not create a context for {model.path.name} with n_ctx={params.n_ctx}, "
                 f"n_batch={params.n_batch}, n_seq_max={params.n_seq_max}, type_k={params.type_k}, "
-                f"type_v={params.type_v}, ctx_type={params.ctx_type} (see 'llamabind.native' logs)"
+                f"type_v={params.type_v}, ctx_type={params.ctx_type}{hint} (see 'llamabind.native' logs)"
             )
         self._own(handle, nctx.context_free, parent=model)
         if other is not None:
@@ -321,7 +350,11 @@ class Context(NativeOwner):
             from ..errors import LoraError
 
             raise LoraError(f"llama.cpp rejected the LoRA adapters (code {rc})")
+        for a, _ in getattr(self, "_loras", []):
+            a._applied.discard(self)
         self._loras = list(adapters)  # keep adapters alive while applied
+        for a, _ in adapters:
+            a._applied.add(self)  # closing an applied adapter detaches it from this context first
 
     def set_control_vector(
         self, data: npt.NDArray[np.float32] | None, layer_start: int = 1, layer_end: int | None = None

@@ -72,6 +72,15 @@ def grammar_from_args(args: argparse.Namespace) -> Any:
         return None
     if len(given) > 1:
         raise UsageError("give only one of --grammar, --grammar-file, --json-schema")
+    from ...errors import GrammarError
+
+    try:
+        return _grammar(args)
+    except GrammarError as exc:  # a bad flag value: usage error
+        raise UsageError(str(exc)) from None
+
+
+def _grammar(args: argparse.Namespace) -> Any:
     from ...grammar import Grammar
 
     if args.grammar:
@@ -84,7 +93,10 @@ def grammar_from_args(args: argparse.Namespace) -> Any:
     if args.json_schema:
         text = args.json_schema
         if text.startswith("@"):
-            text = Path(text[1:]).read_text(encoding="utf-8")
+            path = Path(text[1:])
+            if not path.is_file():
+                raise UsageError(f"JSON schema file not found: {path}")
+            text = path.read_text(encoding="utf-8")
         try:
             schema = json.loads(text)
         except json.JSONDecodeError as exc:
