@@ -35,7 +35,10 @@ class BatchExt(NativeOwner):
             raise MemoryError("llama_batch_ext_init failed")
         self.ctx = ctx
         self.capacity = ctx.n_batch
-        self.n_embd_row = 0  # width of the rows added so far (0: none yet)
+        model = ctx.model
+        # an MTP context takes the target's hidden state (n_embd_out) with each token
+        mtp = str(ctx.params.ctx_type).strip().lower() == "mtp"
+        self.n_embd_inp = (model.n_embd_out or model.n_embd) if mtp else model.n_embd
         self.n_tokens = 0
         self.n_outputs = 0
         self._tokens: list[int] = []
@@ -50,7 +53,6 @@ class BatchExt(NativeOwner):
         nbx.batch_ext_clear(self._ptr())
         self.n_tokens = 0
         self.n_outputs = 0
-        self.n_embd_row = 0
         self._tokens.clear()
         self._seq.clear()
         self._pos.clear()
@@ -76,20 +78,20 @@ class BatchExt(NativeOwner):
         row = None
         if embd is not None:
             row = np.ascontiguousarray(embd, dtype=np.float32).reshape(-1)
-            if self.n_embd_row and row.shape[0] != self.n_embd_row:
-                raise ValueError(f"embedding row of width {row.shape[0]}, this batch holds {self.n_embd_row}")
+            if row.shape[0] != self.n_embd_inp:
+                raise ValueError(
+                    f"embedding row of width {row.shape[0]}; this context takes {self.n_embd_inp}"
+                )
         h = self._ptr()
         idx = nbx.batch_ext_add_token(h, seq_id, token)
         if idx < 0:
             raise BatchFullError(f"llama_batch_ext_add_token failed with code {idx}")
         nbx.batch_ext_set_pos(h, idx, pos)
-        if row is not None:
-            if not nbx.batch_ext_set_embd(h, idx, row):
-                raise ValueError(
-                    f"llama.cpp rejected an embedding row of width {row.shape[0]} "
-                    "(see 'llamabind.native' logs for the expected width)"
-                )
-            self.n_embd_row = row.shape[0]
+        if row is not None and not nbx.batch_ext_set_embd(h, idx, row):
+            self.clear()  # the entry went in without its row: start over rather than keep half of it
+            raise ValueError(
+                f"llama.cpp rejected an embedding row of width {row.shape[0]} (the batch was cleared)"
+            )
         if output:
             nbx.batch_ext_set_output(h, idx, True)
             self.n_outputs += 1

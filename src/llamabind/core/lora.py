@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +30,19 @@ class LoraAdapter(NativeOwner):
             raise LoraError(f"llama.cpp could not load LoRA adapter {p} for {model.path.name}")
         self.model = model
         self.path = p
+        #: contexts this adapter is applied to (llama.cpp keeps raw pointers to it there)
+        self._applied: weakref.WeakSet[Any] = weakref.WeakSet()
         self._own(handle, nctx.lora_free, parent=model)
+
+    def close(self) -> None:
+        """Detach the adapter from every context it is applied to, then free it.
+
+        (Freeing it while a context still points at it would make the next decode crash.)
+        """
+        for ctx in list(getattr(self, "_applied", ())):
+            if not ctx.closed:
+                ctx.set_loras([(a, s) for a, s in ctx._loras if a is not self])
+        super().close()
 
     @property
     def metadata(self) -> dict[str, str]:
