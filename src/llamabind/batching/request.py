@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..generation.logprobs import TokenLogprob
 from ..generation.sampling import SamplingParams
@@ -71,6 +72,10 @@ class GenRequest:
     logprobs: int | None = None  # None: no logprobs; N: sampled token + N best alternatives
     ignore_eos: bool = False
     cache_prompt: bool = True
+    speculative: bool = True  # use the scheduler's drafter (when it has one) for this request
+    #: a llamabind.multimodal.MediaPrompt whose ``keys`` are ``prompt``: its media chunks are
+    #: decoded by the projector (never split), its text shares the batches as usual
+    media: Any = None
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted_at: float = field(default_factory=time.perf_counter)

@@ -6,6 +6,13 @@ running streams keep flowing while a long prompt is read). New requests join at 
 Each slot keeps its KV cache between requests; a new request goes to the idle slot whose cache
 shares the longest prefix with its prompt, and a longer prefix held by *another* slot is
 shared into it with ``memory.copy`` (a repeated system prompt is decoded once).
+
+Speculative decoding (``SchedulerConfig.spec``): every generating slot has its own drafter
+(n-gram lookup, a draft model sharing one draft context with a sequence per slot, or the
+model's MTP head in a paired MTP context). Its draft rides in the same step's batch right after
+the slot's last token, with logits on every drafted position; after the decode each slot keeps
+the prefix its sampler agrees with (plus one token of its own) and the rejected tail leaves the
+KV cache. Greedy requests produce exactly the tokens they would without speculation.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from typing import Any, TypeVar
 from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
 from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError
 from ..generation.generator import common_prefix
-from ..generation.logprobs import TokenLogprob, token_logprobs
+from ..generation.logprobs import TokenLogprob
 from ..generation.stop import StopMatcher
+from ..speculative.base import Draft, Drafter
+from ..speculative.verify import verify_draft
 from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage
 
 __all__ = ["QueueFullError", "Scheduler", "SchedulerConfig", "SchedulerStats", "SlotInfo"]
@@ -50,6 +59,12 @@ class SchedulerConfig:
     attn_rotation: bool | None = None
     flash_attn: str = "auto"
     cache_reuse_min: int = 1  # shortest prefix worth copying from another slot
+    # speculative decoding: None | "ngram" | "draft" (Scheduler(draft_model=…)) | "mtp"
+    spec: str | None = None
+    n_draft: int = 8  # most tokens drafted per slot per step (MTP: 1–3 is typical)
+    spec_p_min: float = 0.0  # draft/MTP: stop a draft at a token less probable than this
+    spec_ngram_min: int = 2
+    spec_ngram_max: int = 4
 
     def context_params(self) -> ContextParams:
         return ContextParams(
@@ -83,6 +98,13 @@ class SchedulerStats:
     decode_calls_total: int = 0
     decode_seconds_total: float = 0.0
     kv_evictions_total: int = 0
+    spec_rounds_total: int = 0  # slot-steps that verified a non-empty draft
+    spec_drafted_total: int = 0  # tokens proposed by drafters
+    spec_accepted_total: int = 0  # proposed tokens the target kept
+
+    @property
+    def spec_acceptance_rate(self) -> float:
+        return self.spec_accepted_total / self.spec_drafted_total if self.spec_drafted_total else 0.0
 
 
 @dataclass(frozen=True)
@@ -114,6 +136,9 @@ class _Slot:
     t_start: float = 0.0
     t_first: float = 0.0
     t_prefill_done: float = 0.0
+    drafter: Drafter | None = None
+    rows: list[int] = field(default_factory=list)  # batch indices of [last, draft…] logits
+    draft: Draft = field(default_factory=Draft)
 
 
 class _Job:
@@ -131,24 +156,98 @@ class Scheduler:
     (called in the engine thread — keep it cheap, e.g. ``loop.call_soon_threadsafe``).
     """
 
-    def __init__(self, model: Model, config: SchedulerConfig | None = None) -> None:
+    def __init__(
+        self, model: Model, config: SchedulerConfig | None = None, *, draft_model: Model | None = None
+    ) -> None:
         self.model = model
         self.config = config or SchedulerConfig()
         cfg = self.config
         if cfg.parallel < 1:
             raise ValueError("parallel must be >= 1")
+        if cfg.spec not in (None, "ngram", "draft", "mtp"):
+            raise ValueError(f"spec must be ngram, draft or mtp, got {cfg.spec!r}")
+        if cfg.spec is not None and cfg.n_draft < 1:
+            raise ValueError("n_draft must be >= 1")
         self.ctx = Context(model, cfg.context_params())
         self.n_ctx_slot = cfg.ctx_per_slot
         self.slots = [_Slot(i) for i in range(cfg.parallel)]
+        self.draft_model = draft_model
+        self._draft_ctx: Context | None = None
+        try:
+            self._setup_spec()
+        except BaseException:
+            self._close_spec()
+            self.ctx.close()
+            raise
         self.stats = SchedulerStats()
         self._queue: collections.deque[GenRequest] = collections.deque()
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cv = threading.Condition()
         self._stop = False
         self._batch = Batch(max(cfg.n_batch, cfg.parallel), 1)
+        self._n_batch = self.ctx.n_batch
         self._eog = model.vocab.eog_tokens
         self._thread = threading.Thread(target=self._loop, name="llamabind-engine", daemon=True)
         self._thread.start()
+
+    # ---------------------------------------------------- speculative setup
+    def _setup_spec(self) -> None:
+        cfg = self.config
+        if cfg.spec is None:
+            return
+        if cfg.spec == "ngram":
+            from ..speculative.ngram import NgramDrafter
+
+            for s in self.slots:
+                s.drafter = NgramDrafter(
+                    cfg.n_draft, ngram_min=cfg.spec_ngram_min, ngram_max=cfg.spec_ngram_max
+                )
+        elif cfg.spec == "draft":
+            from ..speculative.draft_model import DraftModelDrafter, check_vocab_compatible
+
+            if self.draft_model is None:
+                raise ValueError("spec='draft' needs Scheduler(..., draft_model=Model(...))")
+            check_vocab_compatible(self.model, self.draft_model)
+            self._draft_ctx = Context(
+                self.draft_model,
+                ContextParams(
+                    n_ctx=cfg.ctx_per_slot * cfg.parallel,
+                    n_batch=cfg.n_batch,
+                    n_ubatch=cfg.n_ubatch,
+                    n_seq_max=cfg.parallel,
+                    n_threads=cfg.n_threads,
+                    n_threads_batch=cfg.n_threads_batch,
+                    kv_unified=True,
+                ),
+            )
+            for s in self.slots:
+                s.drafter = DraftModelDrafter(
+                    self.draft_model,
+                    cfg.n_draft,
+                    ctx=self._draft_ctx,
+                    seq_id=s.id,
+                    p_min=cfg.spec_p_min,
+                    mode="greedy",
+                )
+        elif cfg.spec == "mtp":
+            from ..speculative.mtp import MtpConfig, MtpDrafter, check_mtp_model
+
+            check_mtp_model(self.model)
+            self._draft_ctx = Context(
+                self.model, cfg.context_params().replace(ctx_type="mtp"), other=self.ctx
+            )
+            mcfg = MtpConfig(cfg.n_draft, p_min=cfg.spec_p_min)
+            for s in self.slots:
+                s.drafter = MtpDrafter(self.ctx, mcfg, ctx=self._draft_ctx, seq_id=s.id)
+
+    def _close_spec(self) -> None:
+        for s in self.slots:
+            if s.drafter is not None:
+                s.drafter.close()
+                s.drafter = None
+        if self._draft_ctx is not None:
+            self._draft_ctx.close()
+            self._draft_ctx = None
 
     # ------------------------------------------------------------ public
     def submit(self, req: GenRequest) -> None:
@@ -163,12 +262,15 @@ class Scheduler:
                 n_tokens=n,
                 n_ctx=self.n_ctx_slot,
             )
-        self.model.vocab.check(req.prompt)
+        if req.media is None:
+            self.model.vocab.check(req.prompt)
         with self._cv:
             if self._stop:
                 raise LlamabindError("the scheduler is shut down")
+            # requests not yet admitted count as waiting even while the engine is mid-step and has
+            # not moved them into free slots yet: the bound is on everything outstanding
             busy = sum(1 for s in self.slots if s.req is not None)
-            if len(self._queue) >= self.config.max_queue and busy >= len(self.slots):
+            if len(self._queue) + busy >= self.config.max_queue + len(self.slots):
                 raise QueueFullError(
                     f"server busy: {len(self._queue)} requests waiting (--max-queue {self.config.max_queue})"
                 )
@@ -232,6 +334,7 @@ class Scheduler:
             for s in self.slots:
                 if s.sampler is not None:
                     s.sampler.close()
+            self._close_spec()
             self.ctx.close()
 
     def __enter__(self) -> Scheduler:
@@ -324,9 +427,16 @@ class Scheduler:
         slot.detok = StreamingDetokenizer(self.model.vocab)
         slot.stop = StopMatcher(req.stop)
         keep = common_prefix(slot.cached, prompt) if req.cache_prompt else 0
-        # a longer prefix held by another slot is shared into this one (no re-decode)
+        mirror = slot.drafter is not None and slot.drafter.needs_hidden_states
+        if mirror:
+            assert slot.drafter is not None
+            keep = min(keep, slot.drafter.max_reuse(prompt))
+        if slot.drafter is not None:
+            slot.drafter.configure(req.sampling)
+        # a longer prefix held by another slot is shared into this one (no re-decode); not with
+        # an MTP drafter, whose own cache mirrors this slot's decodes
         donor, donor_keep = None, keep
-        if req.cache_prompt:
+        if req.cache_prompt and not mirror:
             for other in self.slots:
                 if other is slot:
                     continue
@@ -336,6 +446,11 @@ class Scheduler:
         if keep == len(prompt) or donor_keep == len(prompt):
             keep = min(keep, len(prompt) - 1)
             donor_keep = min(donor_keep, len(prompt) - 1)
+        if req.media is not None:  # a media chunk is reused whole or decoded again whole
+            keep = req.media.safe_prefix(keep)
+            donor_keep = req.media.safe_prefix(donor_keep)
+            if donor_keep <= keep:
+                donor = None
         mem = self.ctx.memory
         if donor is not None and donor_keep > keep:
             mem.remove(slot.id, -1, -1)
@@ -347,31 +462,90 @@ class Scheduler:
                 mem.remove(slot.id, -1, -1)
                 keep = 0
             del slot.cached[keep:]
+        if slot.drafter is not None:
+            slot.drafter.rollback(keep)
+        slot.rows = []
+        slot.draft = Draft()
         slot.pending = keep
         slot.n_reused = keep
         slot.state = "prefill"
+
+    def _draft_for(self, s: _Slot, room: int) -> Draft:
+        """The slot's draft for this step (empty without a drafter, or when drafting fails)."""
+        req = s.req
+        if s.drafter is None or req is None or not req.speculative or room <= 0:
+            return Draft()
+        limit = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else self.n_ctx_slot
+        room = min(room, limit - s.n_generated, self.n_ctx_slot - len(s.cached) - 2)
+        if room <= 0:
+            return Draft()
+        try:
+            d = s.drafter.draft(s.cached, s.last_token, room)
+        except LlamabindError as exc:  # e.g. the draft context is full: go on without a draft
+            log.warning("slot %d: drafting failed (%s); continuing without a draft", s.id, exc)
+            s.drafter.reset()
+            return Draft()
+        if len(d.tokens) > room:
+            d = Draft(d.tokens[:room])
+        try:
+            self.model.vocab.check(d.tokens)
+        except LlamabindError:
+            return Draft()
+        return d
 
     def _step(self) -> None:
         batch = self._batch
         batch.clear()
         gen = [s for s in self.slots if s.req is not None and s.state == "generate"]
         pre = [s for s in self.slots if s.req is not None and s.state == "prefill"]
-        for s in gen:
-            s.logits_idx = batch.add(s.last_token, len(s.cached), s.id, True)
-        budget = min(self.config.prefill_chunk, batch.capacity - len(batch))
+        cap = min(batch.capacity, self._n_batch)
+        for i, s in enumerate(gen):
+            # leave one entry for each generating slot still to come
+            room = cap - len(batch) - (len(gen) - i)
+            s.draft = self._draft_for(s, room)
+            pos = len(s.cached)
+            s.rows = [batch.add(s.last_token, pos, s.id, True)]
+            for j, t in enumerate(s.draft.tokens):
+                s.rows.append(batch.add(t, pos + 1 + j, s.id, True))
+            s.logits_idx = s.rows[0]
+        budget = min(self.config.prefill_chunk, cap - len(batch))
         chunks: list[tuple[_Slot, int]] = []
+        firsts: list[int] = []
         for s in sorted(pre, key=lambda s: s.t_start):
             if budget <= 0:
                 s.logits_idx = -1
+                s.rows = []
                 continue
             remaining = len(s.prompt) - s.pending
             take = min(remaining, budget)
+            media = s.req.media if s.req is not None else None
+            if media is not None:
+                mchunk, n = media.next_prefill(s.pending, budget)
+                if mchunk is not None:
+                    # an image / audio chunk: decoded alone, now; its text follows next step
+                    try:
+                        media.mtmd.eval_chunk(self.ctx, media, mchunk, len(s.cached), s.id)
+                    except Exception as exc:
+                        self._fail(s, exc)
+                        continue
+                    s.cached.extend(s.prompt[s.pending : s.pending + n])
+                    s.pending += n
+                    self.stats.prompt_tokens_total += mchunk.n_tokens
+                    budget -= mchunk.n_tokens
+                    s.logits_idx = -1
+                    s.rows = []
+                    s.draft = Draft()
+                    continue
+                take = min(take, n)
             last = take == remaining
             start_pos = len(s.cached)
             chunk = s.prompt[s.pending : s.pending + take]
             idx = batch.add_sequence(chunk, start_pos, s.id, logits_last=last)
             s.logits_idx = idx if last else -1
+            s.rows = [idx] if last else []
+            s.draft = Draft()
             chunks.append((s, take))
+            firsts.append(idx - take + 1)
             budget -= take
         if len(batch) == 0:
             return
@@ -392,47 +566,87 @@ class Scheduler:
             st.generation_seconds_total += dt * (total - n_pre) / total
         st.prompt_tokens_total += n_pre
         for s in gen:
-            s.cached.append(s.last_token)
-        for s, take in chunks:
-            s.cached.extend(s.prompt[s.pending : s.pending + take])
+            sent = [s.last_token, *s.draft.tokens]
+            pos = len(s.cached)
+            s.cached.extend(sent)
+            if s.drafter is not None and s.drafter.needs_hidden_states:
+                self._observe(s, sent, pos, s.rows[0])
+        for (s, take), first in zip(chunks, firsts, strict=True):
+            chunk = s.prompt[s.pending : s.pending + take]
+            pos = len(s.cached)
+            s.cached.extend(chunk)
             s.pending += take
+            if (
+                s.drafter is not None
+                and s.drafter.needs_hidden_states
+                and (s.req is None or s.req.media is None)
+            ):
+                self._observe(s, chunk, pos, first)
             if s.pending == len(s.prompt):
                 s.state = "generate"
                 s.t_prefill_done = time.perf_counter()
         for s in self.slots:
-            if s.req is not None and s.state == "generate" and s.logits_idx >= 0:
+            if s.req is not None and s.state == "generate" and s.rows:
                 self._sample(s)
+
+    def _observe(self, s: _Slot, tokens: list[int], pos: int, first: int) -> None:
+        assert s.drafter is not None
+        try:
+            s.drafter.observe(self.ctx, tokens, pos, first)
+        except LlamabindError as exc:  # the mirror is lost: drafts get worse, output stays exact
+            log.warning("slot %d: drafter could not follow the decode (%s)", s.id, exc)
+            s.drafter.reset()
 
     def _sample(self, s: _Slot) -> None:
         req = s.req
         assert req is not None and s.sampler is not None and s.detok is not None and s.stop is not None
-        lp: tuple[TokenLogprob, ...] = ()
-        if req.logprobs is not None:
-            logits = self.ctx.logits(s.logits_idx)
-            token = s.sampler.sample(self.ctx, s.logits_idx)
-            lp = (token_logprobs(logits, token, req.logprobs),)
-        else:
-            token = s.sampler.sample(self.ctx, s.logits_idx)
+        rows, d = s.rows, s.draft
+        s.rows = []
+        s.draft = Draft()
+        verdict = verify_draft(self.ctx, s.sampler, rows, d, logprobs=req.logprobs)
+        if d.tokens:
+            k = verdict.accepted
+            keep = len(s.cached) - len(d.tokens) + k
+            if keep < len(s.cached):
+                self.ctx.memory.remove(s.id, keep, -1)
+                del s.cached[keep:]
+            assert s.drafter is not None
+            s.drafter.rollback(keep)
+            s.drafter.record(len(d.tokens), k, len(verdict.tokens))
+            st = self.stats
+            st.spec_rounds_total += 1
+            st.spec_drafted_total += len(d.tokens)
+            st.spec_accepted_total += k
+        for i, token in enumerate(verdict.tokens):
+            lp = (verdict.logprobs[i],) if i < len(verdict.logprobs) else ()
+            if self._emit(s, token, lp):
+                return
+        s.last_token = verdict.tokens[-1]
+
+    def _emit(self, s: _Slot, token: int, lp: tuple[TokenLogprob, ...]) -> bool:
+        """Hand one sampled token to the client; True when the request finished with it."""
+        req = s.req
+        assert req is not None and s.detok is not None and s.stop is not None
         s.n_generated += 1
         self.stats.generated_tokens_total += 1
         if s.n_generated == 1:
             s.t_first = time.perf_counter()
         if token in self._eog and not req.ignore_eos:
             self._finish(s, "stop")
-            return
+            return True
         text = s.stop.feed(s.detok.feed(token))
         if s.stop.stopped is not None:
             if text:
                 req.emit(TokenEvent(text, (token,), lp))
             self._finish(s, "stop")
-            return
+            return True
         if text or lp:
             req.emit(TokenEvent(text, (token,), lp))
         limit = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else self.n_ctx_slot
         if s.n_generated >= limit or len(s.cached) + 1 >= self.n_ctx_slot:
             self._finish(s, "length")
-            return
-        s.last_token = token
+            return True
+        return False
 
     def _finish(self, s: _Slot, reason: str) -> None:
         req = s.req
@@ -471,6 +685,11 @@ class Scheduler:
         except LlamabindError:
             pass
         s.cached = []
+        if s.drafter is not None:
+            try:
+                s.drafter.reset()
+            except LlamabindError:
+                pass
         self._release(s)
         if req is not None:
             req.emit(ErrorEvent(exc))
@@ -494,6 +713,8 @@ class Scheduler:
             if s.req is None and s.cached:
                 self.ctx.memory.remove(s.id, -1, -1)
                 s.cached = []
+                if s.drafter is not None:
+                    s.drafter.reset()
                 evicted = True
         if evicted:
             return  # retried at the next step
