@@ -225,7 +225,9 @@ def model_meta(handle: int) -> dict[str, str]:
     out: dict[str, str] = {}
     for i in range(int(raw.llama_model_meta_count(handle))):
         key = _read_string(functools.partial(_by_index, raw.llama_model_meta_key_by_index, handle, i))
-        out[key] = _read_string(functools.partial(_by_index, raw.llama_model_meta_val_str_by_index, handle, i))
+        out[key] = _read_string(
+            functools.partial(_by_index, raw.llama_model_meta_val_str_by_index, handle, i)
+        )
     return out
 
 

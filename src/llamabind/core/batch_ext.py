@@ -173,12 +173,12 @@ def embeddings_nextn(ctx: Context, i: int) -> npt.NDArray[np.float32]:
     return out
 
 
-def embeddings_nextn_rows(ctx: Context, n_rows: int) -> npt.NDArray[np.float32]:
-    """A copy of the first ``n_rows`` unmasked next-n rows of the last decode: (n_rows, n_embd)."""
-    if not 0 < n_rows <= ctx.n_batch:
-        raise IndexError(f"{n_rows} next-n rows requested; n_batch={ctx.n_batch}")
-    view = ctx._call(nbx.get_embeddings_nextn, n_rows, _n_embd(ctx))
+def embeddings_nextn_rows(ctx: Context, n_rows: int, start: int = 0) -> npt.NDArray[np.float32]:
+    """A copy of unmasked next-n rows ``start … start + n_rows`` of the last decode: (n_rows, n_embd)."""
+    if n_rows <= 0 or start < 0 or start + n_rows > ctx.n_batch:
+        raise IndexError(f"next-n rows [{start}, {start + n_rows}) requested; n_batch={ctx.n_batch}")
+    view = ctx._call(nbx.get_embeddings_nextn, start + n_rows, _n_embd(ctx))
     if view is None:
         raise IndexError("no next-n embeddings (call set_embeddings_nextn first)")
-    out: npt.NDArray[np.float32] = view.copy()
+    out: npt.NDArray[np.float32] = view[start:].copy()
     return out

@@ -361,7 +361,7 @@ class Generator:
                 finish = "cancelled"
                 break
             # draft at most what can still be emitted and what fits the context
-            room = min(limit - n, n_ctx - pos - 2)
+            room = min(limit - n, n_ctx - pos - 2, batch.capacity - 1)
             d = drafter.draft(self.cached, last, room) if room > 0 else Draft()
             if len(d.tokens) > room:
                 d = Draft(d.tokens[:room], d.probs[:room] if d.probs is not None else None)
@@ -379,7 +379,12 @@ class Generator:
             keep = pos + 1 + k
             if keep < len(self.cached):
                 if not ctx.memory.remove(seq, keep, -1):  # pragma: no cover - attention KV always can
-                    raise RuntimeError("could not remove rejected draft tokens from the KV cache")
+                    from ..errors import UnsupportedError
+
+                    raise UnsupportedError(
+                        f"{self.model.path.name}: its memory cannot drop rejected draft tokens (recurrent "
+                        "or hybrid models need rollback snapshots, not supported): use plain decoding"
+                    )
                 del self.cached[keep:]
             drafter.rollback(keep)
             drafter.record(len(d.tokens), k, len(verdict.tokens))
