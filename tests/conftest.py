@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# The suite runs servers, RPC workers and CLI subprocesses beside the test process on a small
+# machine: one llama.cpp thread each avoids spinning threads fighting over the cores.
+# (Inherited by every subprocess the tests start.)
+os.environ.setdefault("LLAMABIND_THREADS", "1")
 
 import llamabind as lb
 

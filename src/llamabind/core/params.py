@@ -15,11 +15,21 @@ from .types import (
     ggml_type_id,
 )
 
-__all__ = ["ContextParams", "default_threads"]
+__all__ = ["THREADS_ENV", "ContextParams", "default_threads"]
+
+
+THREADS_ENV = "LLAMABIND_THREADS"
 
 
 def default_threads() -> int:
-    """Cores this process may run on (llama.cpp's own default of 4 oversubscribes small machines)."""
+    """``$LLAMABIND_THREADS`` if set, else the cores this process may run on (llama.cpp's own
+    default of 4 oversubscribes small machines, and its spinning threads suffer badly from it)."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, got {env!r}") from None
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - macOS / Windows
