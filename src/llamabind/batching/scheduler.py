@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
-from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError
+from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, UnsupportedError
 from ..generation.generator import common_prefix
 from ..generation.logprobs import TokenLogprob
 from ..generation.stop import StopMatcher
@@ -59,6 +59,13 @@ class SchedulerConfig:
     attn_rotation: bool | None = None
     flash_attn: str = "auto"
     cache_reuse_min: int = 1  # shortest prefix worth copying from another slot
+    # False (llama-server's default for -np N): each slot has its own KV stream, so a request's
+    # cells are always in position order and its output does not depend on what other slots do
+    # (greedy output under load equals the output alone); a prefix shared from another slot is
+    # a whole-stream copy. True: one KV pool shared by all slots (prefix sharing copies only cell
+    # metadata, but where a sequence's cells land depends on the other slots' history, and
+    # llama.cpp's attention sums in cell order, so results vary slightly with the load).
+    kv_unified: bool = False
     # speculative decoding: None | "ngram" | "draft" (Scheduler(draft_model=…)) | "mtp"
     spec: str | None = None
     n_draft: int = 8  # most tokens drafted per slot per step (MTP: 1–3 is typical)
@@ -78,7 +85,7 @@ class SchedulerConfig:
             type_v=self.type_v,
             attn_rotation=self.attn_rotation,
             flash_attn=self.flash_attn,
-            kv_unified=True,  # one KV pool: sequences can share prefix cells (memory.copy)
+            kv_unified=self.kv_unified,
         )
 
 
@@ -454,7 +461,11 @@ class Scheduler:
         mem = self.ctx.memory
         if donor is not None and donor_keep > keep:
             mem.remove(slot.id, -1, -1)
-            mem.copy(donor.id, slot.id, 0, donor_keep)
+            if self.config.kv_unified:
+                mem.copy(donor.id, slot.id, 0, donor_keep)
+            else:  # llama.cpp copies between streams only whole: copy, then trim the tail
+                mem.copy(donor.id, slot.id, -1, -1)
+                mem.remove(slot.id, donor_keep, -1)
             slot.cached = prompt[:donor_keep]
             keep = donor_keep
         elif keep < len(slot.cached):
@@ -608,7 +619,11 @@ class Scheduler:
             k = verdict.accepted
             keep = len(s.cached) - len(d.tokens) + k
             if keep < len(s.cached):
-                self.ctx.memory.remove(s.id, keep, -1)
+                if not self.ctx.memory.remove(s.id, keep, -1):
+                    raise UnsupportedError(
+                        "this model's memory cannot drop rejected draft tokens (recurrent or hybrid "
+                        "models need rollback snapshots): run the server without speculation"
+                    )
                 del s.cached[keep:]
             assert s.drafter is not None
             s.drafter.rollback(keep)

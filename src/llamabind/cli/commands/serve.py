@@ -1,0 +1,250 @@
+"""``llamabind serve``: the OpenAI-compatible server (continuous batching over ``--parallel`` slots)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..common import (
+    UsageError,
+    add_context_args,
+    add_model_args,
+    add_sampling_args,
+    context_params,
+    load_model,
+    nonneg_int,
+    positive_int,
+    resolve_model_path,
+    sampling_params,
+)
+
+DEFAULT_CTX_PER_SLOT = 4096
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve",
+        help="OpenAI-compatible HTTP server with continuous batching",
+        description="Serve /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, "
+        "/tokenize, /detokenize, /metrics and /slots. --parallel N requests generate at once in one "
+        "context (continuous batching); more wait in a queue of --max-queue, beyond which the server "
+        "answers 503.",
+    )
+    g = p.add_argument_group("server")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    g.add_argument(
+        "-np",
+        "--parallel",
+        type=positive_int,
+        default=4,
+        metavar="N",
+        help="slots (concurrent requests, default 4)",
+    )
+    g.add_argument(
+        "--max-queue",
+        type=nonneg_int,
+        default=64,
+        metavar="N",
+        help="requests that may wait for a slot; more get 503 (default 64)",
+    )
+    g.add_argument(
+        "--api-key", action="append", default=[], metavar="KEY", help="accepted API key; repeatable"
+    )
+    g.add_argument("--api-key-file", metavar="FILE", help="file with one accepted API key per line")
+    g.add_argument(
+        "--model-alias", "-a", metavar="NAME", help="model name clients use (default: the file's stem)"
+    )
+    g.add_argument(
+        "--chat-template",
+        metavar="TEMPLATE",
+        help="Jinja chat template, or a llama.cpp built-in name (chatml, llama3, …)",
+    )
+    g.add_argument("--chat-template-file", metavar="FILE", help="Jinja chat template file")
+    g.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allowed CORS origin ('*': any); repeatable",
+    )
+    g.add_argument(
+        "--reasoning-format",
+        choices=["auto", "none"],
+        default="auto",
+        help="auto: split <think> blocks into reasoning_content; none: leave them in content",
+    )
+    g.add_argument(
+        "-n",
+        "--n-predict",
+        type=int,
+        default=-1,
+        metavar="N",
+        help="default max_tokens of a request that sets none (-1: until end of turn or slot context)",
+    )
+    g.add_argument(
+        "--prefill-chunk",
+        type=positive_int,
+        default=512,
+        metavar="N",
+        help="prompt tokens decoded per step (smaller keeps running streams smoother)",
+    )
+    g.add_argument(
+        "--embeddings-ctx",
+        type=positive_int,
+        default=2048,
+        metavar="N",
+        help="longest embeddings input in tokens",
+    )
+    g.add_argument(
+        "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    m = p.add_argument_group("multimodal (images and audio)")
+    m.add_argument(
+        "--mmproj",
+        metavar="PATH",
+        help="multimodal projector GGUF (default: an mmproj-*.gguf beside the model)",
+    )
+    m.add_argument("--no-mmproj", action="store_true", help="do not load a projector even if one is found")
+    m.add_argument("--no-mmproj-offload", action="store_true", help="run the projector on the CPU")
+    m.add_argument(
+        "--allow-remote-media",
+        action="store_true",
+        help="fetch http(s) image URLs (size-limited, private/loopback addresses refused); "
+        "off: only data: URLs and uploaded file ids",
+    )
+    m.add_argument(
+        "--media-max-bytes",
+        type=positive_int,
+        default=20 << 20,
+        metavar="N",
+        help="largest image/audio input",
+    )
+    m.add_argument(
+        "--files-max-bytes", type=positive_int, default=20 << 20, metavar="N", help="largest /v1/files upload"
+    )
+    add_model_args(p)
+    add_context_args(p, n_ctx=0)
+    add_sampling_args(p, temp=0.8)
+    p.set_defaults(func=run)
+
+
+def _api_keys(args: argparse.Namespace) -> list[str]:
+    keys = [k.strip() for k in args.api_key if k.strip()]
+    if args.api_key_file:
+        path = Path(args.api_key_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"--api-key-file {path}: {exc}") from None
+        keys += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        if not keys:
+            raise UsageError(f"--api-key-file {path} holds no key")
+    return keys
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    """The ServerConfig the flags describe (``--ctx-size`` is the total over all slots, as in llama.cpp;
+    0 gives each slot 4096 tokens)."""
+    from ...batching import SchedulerConfig
+    from ...server import ServerConfig
+
+    cp = context_params(args)
+    parallel = args.parallel
+    if args.ctx_size:
+        per_slot = args.ctx_size // parallel
+        if per_slot < 16:
+            raise UsageError(
+                f"--ctx-size {args.ctx_size} leaves {per_slot} tokens per slot for --parallel {parallel}"
+            )
+    else:
+        per_slot = DEFAULT_CTX_PER_SLOT
+    if args.chat_template and args.chat_template_file:
+        raise UsageError("give either --chat-template or --chat-template-file, not both")
+    sched = SchedulerConfig(
+        parallel=parallel,
+        ctx_per_slot=per_slot,
+        n_batch=cp.n_batch,
+        n_ubatch=cp.n_ubatch,
+        prefill_chunk=min(args.prefill_chunk, cp.n_batch),
+        max_queue=args.max_queue,
+        n_threads=cp.n_threads,
+        n_threads_batch=cp.n_threads_batch,
+        type_k=str(cp.type_k),
+        type_v=str(cp.type_v),
+        attn_rotation=cp.attn_rotation,
+        flash_attn=str(cp.flash_attn),
+    )
+    return ServerConfig(
+        model_alias=args.model_alias,
+        api_keys=_api_keys(args),
+        cors_origins=list(args.cors_origin),
+        chat_template=args.chat_template,
+        chat_template_file=args.chat_template_file,
+        reasoning=args.reasoning_format != "none",
+        scheduler=sched,
+        sampling=sampling_params(args),
+        max_tokens=None if args.n_predict < 0 else args.n_predict,
+        embeddings_n_ctx=args.embeddings_ctx,
+        mmproj_use_gpu=not args.no_mmproj_offload,
+        allow_remote_media=args.allow_remote_media,
+        media_max_bytes=args.media_max_bytes,
+        files_max_bytes=args.files_max_bytes,
+    )
+
+
+def projector_path(args: argparse.Namespace, model_path: Path) -> str | None:
+    """--mmproj, else the projector --hf resolved, else an mmproj-*.gguf beside the model (not with
+    --no-mmproj)."""
+    if args.mmproj and args.no_mmproj:
+        raise UsageError("give either --mmproj or --no-mmproj, not both")
+    if args.no_mmproj:
+        return None
+    from ...multimodal import find_mmproj
+
+    if args.mmproj and not Path(args.mmproj).expanduser().is_file():
+        raise UsageError(f"projector file not found: {args.mmproj}")
+    mmproj = args.mmproj or getattr(args, "resolved_mmproj", None) or find_mmproj(model_path)
+    return str(Path(mmproj).expanduser()) if mmproj else None
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ...server import create_app
+
+    config = build_config(args)
+    path = resolve_model_path(args)  # resolve (and download) before the port opens
+    args.model, args.hf = str(path), None
+    config.mmproj = projector_path(args, path)
+
+    def loader() -> Any:
+        model = load_model(args)
+        config.loras = list(getattr(model, "cli_loras", []))
+        return model
+
+    app = create_app(loader, config)
+    if config.api_keys:
+        auth = f"{len(config.api_keys)} API key(s)"
+    else:
+        auth = "no API key"
+    print(
+        f"llamabind serve: {path.name} on http://{args.host}:{args.port}/v1 "
+        f"(--parallel {config.scheduler.parallel}, {config.scheduler.ctx_per_slot} tokens per slot, {auth}"
+        + (f", projector {Path(config.mmproj).name}" if config.mmproj else "")
+        + ")",
+        file=sys.stderr,
+    )
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=5,  # open streams get 5 s, then they are cancelled
+    )
+    return 0

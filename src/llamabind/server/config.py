@@ -1,0 +1,51 @@
+"""`ServerConfig`: everything `create_app` needs besides the model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..batching import SchedulerConfig
+from ..generation.sampling import SamplingParams
+
+__all__ = ["ServerConfig"]
+
+
+@dataclass
+class ServerConfig:
+    """Server settings. ``sampling`` holds the defaults a request's fields override."""
+
+    #: the name clients use in ``model``; None: the model file's stem
+    model_alias: str | None = None
+    #: accepted API keys (empty: no authentication); compared in constant time
+    api_keys: Sequence[str] = ()
+    #: origins allowed by CORS (``*`` for any); empty: no CORS headers
+    cors_origins: Sequence[str] = ()
+    #: chat template override: Jinja source or a llama.cpp built-in name (``chatml`` …)
+    chat_template: str | None = None
+    chat_template_file: str | None = None
+    #: split ``<think>`` blocks into ``reasoning_content``
+    reasoning: bool = True
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    #: default ``max_tokens`` when a request gives none (None: until end of turn / context)
+    max_tokens: int | None = None
+    #: the embeddings context: its size (= the longest input) and how many inputs per decode
+    embeddings_n_ctx: int = 2048
+    embeddings_n_seq: int = 8
+    #: multimodal projector (mmproj GGUF) for image/audio input; None: text only
+    mmproj: str | None = None
+    mmproj_use_gpu: bool = True
+    #: fetch http(s) image URLs (SSRF-checked); off: only data URLs and uploaded file ids
+    allow_remote_media: bool = False
+    media_max_bytes: int = 20 * 1024 * 1024
+    media_fetch_timeout: float = 10.0
+    #: the in-memory /v1/files store
+    files_max_bytes: int = 20 * 1024 * 1024
+    files_max_total_bytes: int = 512 * 1024 * 1024
+    files_max_count: int = 1000
+    #: reject ``n`` above this
+    max_n: int = 16
+    #: LoRA adapters ``[(LoraAdapter, scale), …]`` applied to the generation context
+    loras: Sequence[tuple[Any, float]] = ()
