@@ -34,6 +34,9 @@ class ServerConfig:
     #: the embeddings context: its size (= the longest input) and how many inputs per decode
     embeddings_n_ctx: int = 2048
     embeddings_n_seq: int = 8
+    #: speculative decoding with a draft model (``scheduler.spec == "draft"``): its GGUF path
+    draft_model: str | None = None
+    draft_n_gpu_layers: int | None = None
     #: multimodal projector (mmproj GGUF) for image/audio input; None: text only
     mmproj: str | None = None
     mmproj_use_gpu: bool = True

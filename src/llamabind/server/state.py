@@ -224,11 +224,18 @@ class ServerState:
             remote_timeout=cfg.media_fetch_timeout,
         )
         self.media = MediaResolver(policy, files=self.files.content if self.files is not None else None)
+        self.draft: Model | None = None
         try:
-            self.scheduler = Scheduler(self.model, cfg.scheduler)
+            if cfg.scheduler.spec == "draft":
+                if not cfg.draft_model:
+                    raise ValueError("speculative decoding with a draft model needs a draft model path")
+                self.draft = Model(cfg.draft_model, n_gpu_layers=cfg.draft_n_gpu_layers)
+            self.scheduler = Scheduler(self.model, cfg.scheduler, draft_model=self.draft)
         except BaseException:
             if self.mtmd is not None:
                 self.mtmd.close()
+            if self.draft is not None:
+                self.draft.close()
             raise
         if cfg.loras:
             sched = self.scheduler
@@ -247,5 +254,7 @@ class ServerState:
         self.embeddings.close()
         if self.mtmd is not None:
             self.mtmd.close()
+        if self.draft is not None:
+            self.draft.close()
         if self.owns_model:
             self.model.close()

@@ -102,6 +102,38 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
+    sp = p.add_argument_group("speculative decoding (per slot; greedy output unchanged)")
+    sp.add_argument(
+        "--spec",
+        choices=["ngram", "draft", "mtp"],
+        default=None,
+        help="draft tokens by n-gram lookup, a draft model (--draft) or the model's MTP heads",
+    )
+    sp.add_argument("--draft", metavar="MODEL", default=None, help="draft model GGUF (implies --spec draft)")
+    sp.add_argument(
+        "-ngld",
+        "--n-gpu-layers-draft",
+        type=int,
+        default=None,
+        metavar="N",
+        help="layers of the draft model to offload",
+    )
+    sp.add_argument(
+        "--n-draft", type=positive_int, default=8, metavar="N", help="most tokens drafted per step"
+    )
+    sp.add_argument(
+        "--spec-p-min",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="stop a draft at a token less probable than P (draft/MTP)",
+    )
+    sp.add_argument(
+        "--spec-ngram-min", type=positive_int, default=2, metavar="N", help="shortest n-gram matched"
+    )
+    sp.add_argument(
+        "--spec-ngram-max", type=positive_int, default=4, metavar="N", help="longest n-gram matched"
+    )
     m = p.add_argument_group("multimodal (images and audio)")
     m.add_argument(
         "--mmproj",
@@ -164,7 +196,25 @@ def build_config(args: argparse.Namespace) -> Any:
         per_slot = DEFAULT_CTX_PER_SLOT
     if args.chat_template and args.chat_template_file:
         raise UsageError("give either --chat-template or --chat-template-file, not both")
+    spec = args.spec
+    if args.draft:
+        if spec not in (None, "draft"):
+            raise UsageError(f"--draft goes with --spec draft, not --spec {spec}")
+        if not Path(args.draft).expanduser().is_file():
+            raise UsageError(f"draft model not found: {args.draft}")
+        spec = "draft"
+    elif spec == "draft":
+        raise UsageError("--spec draft needs --draft MODEL")
+    if not 0.0 <= args.spec_p_min <= 1.0:
+        raise UsageError("--spec-p-min must be in [0, 1]")
+    if args.spec_ngram_min > args.spec_ngram_max:
+        raise UsageError("--spec-ngram-min must not exceed --spec-ngram-max")
     sched = SchedulerConfig(
+        spec=spec,
+        n_draft=args.n_draft,
+        spec_p_min=args.spec_p_min,
+        spec_ngram_min=args.spec_ngram_min,
+        spec_ngram_max=args.spec_ngram_max,
         parallel=parallel,
         ctx_per_slot=per_slot,
         n_batch=cp.n_batch,
@@ -193,6 +243,8 @@ def build_config(args: argparse.Namespace) -> Any:
         allow_remote_media=args.allow_remote_media,
         media_max_bytes=args.media_max_bytes,
         files_max_bytes=args.files_max_bytes,
+        draft_model=str(Path(args.draft).expanduser()) if args.draft else None,
+        draft_n_gpu_layers=args.n_gpu_layers_draft,
     )
 
 
@@ -222,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
     config.mmproj = projector_path(args, path)
 
     def loader() -> Any:
-        model = load_model(args)
+        model = load_model(args, load_mtp=config.scheduler.spec == "mtp")
         config.loras = list(getattr(model, "cli_loras", []))
         return model
 
