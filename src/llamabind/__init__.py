@@ -5,7 +5,7 @@ Quick tour::
     import llamabind as lb
     model = lb.Model(lb.default_model_path())
     ctx = lb.Context(model, n_ctx=2048)
-    print(lb.complete(ctx, "The capital of France is", max_tokens=16).text)
+    print(lb.Generator(ctx).complete("The capital of France is", max_tokens=16).text)
 """
 
 from __future__ import annotations
