@@ -80,6 +80,28 @@ class _ProgressTrampoline:
         return keep
 
 
+def kv_override_array(raw: Any, items: Sequence[tuple[str, int | float | bool | str]]) -> Any:
+    """A ``llama_model_kv_override`` array for ``items``, terminated by an entry with an empty key."""
+    arr = (raw.llama_model_kv_override * (len(items) + 1))()
+    for i, (key, value) in enumerate(items):
+        item = arr[i]
+        item.key = key.encode()
+        if isinstance(value, bool):
+            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_BOOL
+            item.value.val_bool = value
+        elif isinstance(value, int):
+            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_INT
+            item.value.val_i64 = value
+        elif isinstance(value, float):
+            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_FLOAT
+            item.value.val_f64 = value
+        else:
+            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_STR
+            item.value.val_str = str(value).encode()
+    arr[len(items)].key = b"\0"
+    return arr
+
+
 def _build_params(spec: ModelParamsSpec) -> tuple[Any, list[Any]]:
     raw = ll()
     p = raw.llama_model_default_params()
@@ -112,23 +134,7 @@ def _build_params(spec: ModelParamsSpec) -> tuple[Any, list[Any]]:
         keep.append(arr)
         p.tensor_split = arr
     if spec.kv_overrides:
-        arr_kv = (raw.llama_model_kv_override * (len(spec.kv_overrides) + 1))()
-        for i, (key, value) in enumerate(spec.kv_overrides):
-            item = arr_kv[i]
-            item.key = key.encode()
-            if isinstance(value, bool):
-                item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_BOOL
-                item.value.val_bool = value
-            elif isinstance(value, int):
-                item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_INT
-                item.value.val_i64 = value
-            elif isinstance(value, float):
-                item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_FLOAT
-                item.value.val_f64 = value
-            else:
-                item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_STR
-                item.value.val_str = str(value).encode()
-        arr_kv[len(spec.kv_overrides)].key = b"\0"
+        arr_kv = kv_override_array(raw, spec.kv_overrides)
         keep.append(arr_kv)
         p.kv_overrides = arr_kv
     if spec.devices:

@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from . import backend as nbackend
 from .lib import ll
+from .model import kv_override_array
 
 __all__ = ["GGML_TYPE_COUNT", "model_quantize", "quantize_default_fields"]
 
@@ -65,27 +66,6 @@ class _LogTap:
                         self._on_line(self._level, sub)
         except Exception:  # pragma: no cover - never propagate into C
             pass
-
-
-def _kv_array(raw: Any, items: Sequence[tuple[str, int | float | bool | str]]) -> Any:
-    arr = (raw.llama_model_kv_override * (len(items) + 1))()
-    for i, (key, value) in enumerate(items):
-        item = arr[i]
-        item.key = key.encode()
-        if isinstance(value, bool):
-            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_BOOL
-            item.value.val_bool = value
-        elif isinstance(value, int):
-            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_INT
-            item.value.val_i64 = value
-        elif isinstance(value, float):
-            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_FLOAT
-            item.value.val_f64 = value
-        else:
-            item.tag = raw.LLAMA_KV_OVERRIDE_TYPE_STR
-            item.value.val_str = str(value).encode()
-    arr[len(items)].key = b"\0"  # terminator: empty key
-    return arr
 
 
 def model_quantize(
@@ -140,7 +120,7 @@ def model_quantize(
         keep.append(entries)
         p.imatrix = entries
     if kv_overrides:
-        kv = _kv_array(raw, kv_overrides)
+        kv = kv_override_array(raw, kv_overrides)
         keep.append(kv)
         p.kv_overrides = kv
     if tt_overrides:

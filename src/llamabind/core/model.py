@@ -12,7 +12,7 @@ from .._native import backend as nbackend
 from .._native import model as nmodel
 from ..errors import ModelLoadError
 from ._owner import NativeOwner
-from .shards import shard_paths_or_self
+from .shards import shard_paths
 from .types import SPLIT_MODES
 from .vocab import Vocab
 
@@ -85,8 +85,8 @@ class Model(NativeOwner):
         paths = [Path(path)] if isinstance(path, (str, os.PathLike)) else [Path(p) for p in path]
         if not paths:
             raise ModelLoadError("no model path given")
-        if len(paths) == 1:
-            paths = shard_paths_or_self(paths[0])
+        if len(paths) == 1 and paths[0].is_file():
+            paths = shard_paths(paths[0])  # the other shards of a split model, found by name
         for p in paths:
             _check_file(p)
         self.paths: list[Path] = paths

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from gguf import GGUFReader, GGUFValueType
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT, Keys
 
-from llamabind.errors import ModelLoadError
+from llamabind.core.shards import SHARD_RE, shard_name, shard_paths
 
 from ._io import (
     GGUFToolError,
@@ -52,15 +52,9 @@ KEY_SPLIT_COUNT: str = Keys.Split.LLM_KV_SPLIT_COUNT  # "split.count"
 KEY_SPLIT_TENSORS: str = Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT  # "split.tensors.count"
 _SPLIT_KEYS = frozenset({KEY_SPLIT_NO, KEY_SPLIT_COUNT, KEY_SPLIT_TENSORS})
 
-#: Matches a shard file name; groups: prefix, no (1-based), count.
-SHARD_NAME_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5,})-of-(?P<count>\d{5,})\.gguf$")
+SHARD_NAME_RE = SHARD_RE
 
 _MAX_SHARDS = 0xFFFF  # split.count is a uint16
-
-
-def shard_name(prefix: str, index: int, count: int) -> str:
-    """File name of shard `index` (0-based) of `count`: ``{prefix}-{index+1:05d}-of-{count:05d}.gguf``."""
-    return f"{prefix}-{index + 1:05d}-of-{count:05d}.gguf"
 
 
 def parse_size(text: str | int) -> int:
@@ -84,32 +78,6 @@ def parse_size(text: str | int) -> int:
     if size <= 0:
         raise GGUFToolError(f"size must be positive, got {text!r}")
     return size
-
-
-def shard_paths(first_shard: PathLike) -> list[Path]:
-    """All shard paths of the split model that `first_shard` belongs to, in order.
-
-    A path whose name does not follow the ``-NNNNN-of-NNNNN.gguf`` pattern is a single-file model
-    and comes back alone. Any shard of a set is accepted (not only the first). Raises
-    ModelLoadError when the file or any sibling shard is missing.
-    """
-    path = Path(first_shard)
-    if not path.is_file():
-        raise ModelLoadError(f"GGUF file not found: {path}")
-    m = SHARD_NAME_RE.match(path.name)
-    if m is None:
-        return [path]
-    prefix, no, count = m.group("prefix"), int(m.group("no")), int(m.group("count"))
-    if not 1 <= no <= count:
-        raise ModelLoadError(f"invalid shard file name {path.name!r}: shard {no} of {count}")
-    paths = [path.with_name(shard_name(prefix, i, count)) for i in range(count)]
-    missing = [p.name for p in paths if not p.is_file()]
-    if missing:
-        raise ModelLoadError(
-            f"split model {prefix!r} has {count} shards but {len(missing)} are missing in {path.parent}: "
-            + ", ".join(missing)
-        )
-    return paths
 
 
 def _field_int(reader: GGUFReader, key: str) -> int | None:

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from posixpath import basename, dirname
 
+from llamabind.core.shards import SHARD_RE
 from llamabind.errors import HubError
 
 __all__ = [
@@ -28,7 +29,7 @@ __all__ = [
 #: Quant preference when REPO is given without :QUANT; the first model of the repo otherwise.
 DEFAULT_QUANT_PREFERENCE: tuple[str, ...] = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0")
 
-_SHARD_RE = re.compile(r"^(?P<prefix>.+)-(?P<no>\d{5,})-of-(?P<count>\d{5,})\.gguf$", re.IGNORECASE)
+_SHARD_RE = SHARD_RE
 _QUANT_RE = re.compile(
     r"(?<![A-Za-z0-9])"
     r"(?P<tag>I?Q\d(?:_[A-Za-z0-9]+)*|TQ\d_\d|MXFP4(?:_MOE)?|BF16|FP16|FP32|F16|F32)"

@@ -24,8 +24,8 @@ import numpy.typing as npt
 from .._native import quantize as nquant
 from .._native.backend import ggml_type_info
 from ..core.params import default_threads
-from ..core.shards import SHARD_RE, shard_paths_or_self
-from ..errors import QuantizeError
+from ..core.shards import SHARD_RE, shard_paths
+from ..errors import ModelLoadError, QuantizeError
 from ._gguf import GGUFHeader, read_header
 from .imatrix import ImatrixData, check_finite, read_imatrix
 from .types import IMATRIX_REQUIRED_TYPES, FileType, file_type, tensor_type_id
@@ -247,9 +247,11 @@ def _check_src(src: PathLike) -> tuple[Path, list[GGUFHeader]]:
     if p.is_dir():
         raise QuantizeError(f"input model is a directory, not a GGUF file: {p}")
     headers: list[GGUFHeader] = []
-    for shard in shard_paths_or_self(p):
-        if not shard.is_file():
-            raise QuantizeError(f"shard {shard.name} of the split input model is missing")
+    try:
+        shards = shard_paths(p)
+    except ModelLoadError as exc:
+        raise QuantizeError(str(exc)) from None
+    for shard in shards:
         try:
             headers.append(read_header(shard))
         except (ValueError, OSError) as exc:
