@@ -204,12 +204,17 @@ class ResponseMeta:
         if not self.created:
             self.created = int(time.time())
 
-    def chat_chunk(
-        self, choices: list[dict[str, Any]], *, usage: dict[str, Any] | None = None, with_usage: bool = False
+    def chunk(
+        self,
+        obj: str,
+        choices: list[dict[str, Any]],
+        *,
+        usage: dict[str, Any] | None = None,
+        with_usage: bool = False,
     ) -> dict[str, Any]:
         out: dict[str, Any] = {
             "id": self.id,
-            "object": "chat.completion.chunk",
+            "object": obj,
             "created": self.created,
             "model": self.model,
             "system_fingerprint": self.system_fingerprint,
@@ -219,20 +224,15 @@ class ResponseMeta:
             out["usage"] = usage
         return out
 
+    def chat_chunk(
+        self, choices: list[dict[str, Any]], *, usage: dict[str, Any] | None = None, with_usage: bool = False
+    ) -> dict[str, Any]:
+        return self.chunk("chat.completion.chunk", choices, usage=usage, with_usage=with_usage)
+
     def text_chunk(
         self, choices: list[dict[str, Any]], *, usage: dict[str, Any] | None = None, with_usage: bool = False
     ) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "id": self.id,
-            "object": "text_completion",
-            "created": self.created,
-            "model": self.model,
-            "system_fingerprint": self.system_fingerprint,
-            "choices": choices,
-        }
-        if with_usage:
-            out["usage"] = usage
-        return out
+        return self.chunk("text_completion", choices, usage=usage, with_usage=with_usage)
 
 
 class ChunkEncoder:
