@@ -73,6 +73,7 @@ class GenRequest:
     ignore_eos: bool = False
     cache_prompt: bool = True
     speculative: bool = True  # use the scheduler's drafter (when it has one) for this request
+    render_special: bool = False  # keep special-token text in the output (tool-call markers)
     #: a llamabind.multimodal.MediaPrompt whose ``keys`` are ``prompt``: its media chunks are
     #: decoded by the projector (never split), its text shares the batches as usual
     media: Any = None

@@ -431,7 +431,7 @@ class Scheduler:
         slot.last_token = -1
         slot.logits_idx = -1
         slot.sampler = req.sampling.build(self.model)
-        slot.detok = StreamingDetokenizer(self.model.vocab)
+        slot.detok = StreamingDetokenizer(self.model.vocab, special=req.render_special)
         slot.stop = StopMatcher(req.stop)
         keep = common_prefix(slot.cached, prompt) if req.cache_prompt else 0
         mirror = slot.drafter is not None and slot.drafter.needs_hidden_states

@@ -392,6 +392,11 @@ class PreparedChat:
     reasoning_tags: tuple[str, str] | None = None
     reasoning_started: bool = False
 
+    @property
+    def render_special(self) -> bool:
+        """Whether the output must keep special-token text: tool-call markers can be special tokens."""
+        return self.tool_format is not None
+
     def sampling(self, base: SamplingParams | None = None) -> SamplingParams:
         """``base`` with this request's grammar (if any)."""
         sp = base if base is not None else SamplingParams()
@@ -752,6 +757,7 @@ def chat_stream(
         stop=stop,
         logprobs=logprobs,
         cancel=cancel,
+        render_special=prepared.render_special,
     ):
         deltas = parser.feed(chunk.text)
         if chunk.finish_reason is not None:

@@ -88,6 +88,7 @@ class Generator:
         self._batch = Batch(ctx.n_batch)
         self.last_timings = Timings()
         self._stopped: str | None = None
+        self._render_special = False
 
     # ------------------------------------------------------------ prompt
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
@@ -166,6 +167,7 @@ class Generator:
         parse_special: bool = True,
         ignore_eos: bool = False,
         draft: Drafter | None = None,
+        render_special: bool = False,
     ) -> Iterator[GenerationChunk]:
         """Yield chunks as tokens are generated; the last chunk carries ``finish_reason``.
 
@@ -174,7 +176,10 @@ class Generator:
         ``draft``: a speculative drafter (``llamabind.speculative``): each round the target
         verifies its proposals in one batch. Greedy output is identical to plain decoding; sampled
         output has the target's distribution. Counters land in ``last_timings``.
+        ``render_special`` puts the text of special tokens into the output (tool-call markers such
+        as Mistral's ``[TOOL_CALLS]`` are special tokens).
         """
+        self._render_special = render_special
         tokens = (
             self.tokenize(prompt, add_special=add_special, parse_special=parse_special)
             if isinstance(prompt, str)
@@ -221,7 +226,7 @@ class Generator:
         vocab = self.model.vocab
         eog = frozenset() if ignore_eos else vocab.eog_tokens
         extra_stop = frozenset(stop_tokens)
-        detok = StreamingDetokenizer(vocab)
+        detok = StreamingDetokenizer(vocab, special=self._render_special)
         matcher = StopMatcher(stop)
         batch = self._batch
         ctx = self.ctx
@@ -319,7 +324,7 @@ class Generator:
         vocab = self.model.vocab
         eog = frozenset() if ignore_eos else vocab.eog_tokens
         extra_stop = frozenset(stop_tokens)
-        detok = StreamingDetokenizer(vocab)
+        detok = StreamingDetokenizer(vocab, special=self._render_special)
         matcher = StopMatcher(stop)
         batch = self._batch
         limit = max_tokens if max_tokens is not None and max_tokens >= 0 else n_ctx

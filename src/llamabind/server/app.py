@@ -343,6 +343,7 @@ async def _chat(request: Request, body: ChatCompletionRequest, holder: _Holder) 
             ignore_eos=body.ignore_eos,
             cache_prompt=body.cache_prompt,
             media=media_prompt,
+            render_special=prepared.render_special,
         )
     try:
         group.submit(state.scheduler)

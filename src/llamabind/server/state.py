@@ -48,6 +48,7 @@ class RequestGroup:
         ignore_eos: bool = False,
         cache_prompt: bool = True,
         media: Any = None,
+        render_special: bool = False,
     ) -> GenRequest:
         index = len(self.requests)
         loop = self._loop
@@ -70,6 +71,7 @@ class RequestGroup:
             cache_prompt=cache_prompt,
             media=media,
             speculative=media is None,
+            render_special=render_special,
         )
         self.requests.append(req)
         return req
