@@ -17,7 +17,9 @@ PROMPT = f"Repeat exactly: {TEXT}\nRepeated: {TEXT[:20]}"
 
 
 def _complete(srv: RunningServer) -> str:
-    out = srv.client().completions.create(model="SmolLM2-135M-Instruct.Q4_1", prompt=PROMPT, max_tokens=24, temperature=0)
+    out = srv.client().completions.create(
+        model="SmolLM2-135M-Instruct.Q4_1", prompt=PROMPT, max_tokens=24, temperature=0
+    )
     return out.choices[0].text
 
 

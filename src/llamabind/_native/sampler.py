@@ -132,3 +132,54 @@ def perf_sampler(chain: Any) -> tuple[float, int]:
 
 def perf_sampler_reset(chain: Any) -> None:
     ll().llama_perf_sampler_reset(chain)
+
+
+class Candidates:
+    """A reusable ``llama_token_data_array`` over n_vocab entries (one per sampler chain), for
+    sampling paths that apply a chain's samplers one by one instead of ``llama_sampler_sample``."""
+
+    def __init__(self, n_vocab: int) -> None:
+        raw = ll()
+        self.n_vocab = n_vocab
+        self.template = np.zeros(n_vocab, dtype=TOKEN_DATA_DTYPE)
+        self.template["id"] = np.arange(n_vocab, dtype=np.int32)
+        self.data = self.template.copy()
+        self.arr = raw.llama_token_data_array()
+        self._ref = ctypes.byref(self.arr)
+        self._ptr = ctypes.cast(self.data.ctypes.data, raw.llama_token_data_p)
+        self.one = np.zeros(1, dtype=TOKEN_DATA_DTYPE)
+        self.one_arr = raw.llama_token_data_array()
+        self.one_arr.data = ctypes.cast(self.one.ctypes.data, raw.llama_token_data_p)
+        self._one_ref = ctypes.byref(self.one_arr)
+
+    def fill(self, logits: npt.NDArray[np.float32]) -> None:
+        """Every token with its logit, unsorted, nothing selected (as ``llama_sampler_sample`` starts)."""
+        np.copyto(self.data, self.template)
+        self.data["logit"] = logits
+        arr = self.arr
+        arr.data = self._ptr
+        arr.size = self.n_vocab
+        arr.selected = -1
+        arr.sorted = False
+
+    def apply(self, smpl: Any) -> None:
+        ll().llama_sampler_apply(smpl, self._ref)
+
+    def selected(self) -> int:
+        """The selected token id, or -1 when nothing was selected."""
+        arr = self.arr
+        if not 0 <= arr.selected < arr.size:
+            return -1
+        return int(arr.data[arr.selected].id)
+
+    def allows(self, smpl: Any, token: int) -> bool:
+        """Whether ``smpl`` (a grammar) leaves ``token`` possible: it is applied to that one token."""
+        one = self.one
+        one["id"][0] = token
+        one["logit"][0] = 1.0
+        one["p"][0] = 0.0
+        self.one_arr.size = 1
+        self.one_arr.selected = -1
+        self.one_arr.sorted = False
+        ll().llama_sampler_apply(smpl, self._one_ref)
+        return bool(np.isfinite(one["logit"][0]))

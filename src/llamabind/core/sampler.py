@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._native import context as nctx
 from .._native import sampler as nsmp
 from ..errors import GrammarError
 from ._owner import NativeOwner
@@ -23,6 +25,26 @@ LogitsProcessor = Callable[[Sequence[int], npt.NDArray[np.float32]], npt.NDArray
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed
 #: samplers that select a token; ``sample`` needs one at the end of the chain
 _SELECTORS = frozenset({"greedy", "dist", "mirostat", "mirostat_v2", "adaptive_p"})
+#: samplers whose ``apply`` keeps no state (or only an RNG): a chain of these after a leading grammar
+#: may be run once without the grammar before the grammar checks the chosen token
+_DEFERRABLE = frozenset(
+    {
+        "greedy",
+        "dist",
+        "top_k",
+        "top_p",
+        "min_p",
+        "typical",
+        "temp",
+        "temp_ext",
+        "xtc",
+        "top_n_sigma",
+        "penalties",
+        "dry",
+        "logit_bias",
+        "infill",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -39,15 +61,28 @@ class Sampler(NativeOwner):
 
     Every llama.cpp sampler is available; order is the order of the calls. A chain must end in a
     selecting sampler (``greedy``, ``dist``, ``mirostat``/``mirostat_v2``) before ``sample``.
+
+    A grammar that comes first is checked last, as llama.cpp's own common sampler does: ``sample``
+    runs the rest of the chain over the full vocabulary, asks the grammar only whether the chosen
+    token is allowed, and re-samples with the grammar applied first when it is not. Applying a
+    grammar to every token of the vocabulary is what makes constrained sampling slow; a greedy
+    chain selects the same token either way. Set ``grammar_first = True`` to always apply the
+    grammar first (seeded sampled output then differs, as the RNG is drawn a different number of
+    times; chains with mirostat or adaptive-p, whose ``apply`` updates state, always do).
     """
 
     def __init__(self, model: Model, *, no_perf: bool = False) -> None:
         model._ptr()  # ClosedError for a closed model (its child would never be freed with it)
         self.model = model
+        self.grammar_first = False
         self._names: list[str] = []
         self._grammar: tuple[str, str] | None = None
         self._processors: list[LogitsProcessor] = []
         self._history: list[int] = []
+        self._no_perf = no_perf
+        self._extra_ms = 0.0  # time of grammar-last sampling passes, which llama.cpp does not time
+        self._members: list[Any] | None = None
+        self._candidates: nsmp.Candidates | None = None
         self._own(nsmp.chain_init(no_perf), nsmp.sampler_free, parent=model)
 
     # ---------------------------------------------------------- building
@@ -56,10 +91,16 @@ class Sampler(NativeOwner):
             raise ValueError(f"llama.cpp could not create the {name} sampler with these parameters")
         nsmp.chain_add(self._ptr(), handle)  # the chain takes ownership
         self._names.append(name)
+        self._members = None
         return self
 
     def _vocab(self) -> int:
         return self.model.vocab._v()
+
+    def _last_n(self, last_n: int) -> int:
+        # llama.cpp's C API clamps a negative window to 0, which silently turns the sampler off;
+        # its "-1 = context size" convention lives in common/, so it is applied here
+        return self.model.n_ctx_train if int(last_n) == -1 else int(last_n)
 
     def greedy(self) -> Sampler:
         return self._add("greedy", nsmp.sampler_init("greedy"))
@@ -118,12 +159,19 @@ class Sampler(NativeOwner):
     def penalties(
         self, last_n: int = 64, repeat: float = 1.0, frequency: float = 0.0, presence: float = 0.0
     ) -> Sampler:
+        """Repeat/frequency/presence penalties over the last ``last_n`` accepted tokens
+        (``-1``: the whole context, bounded by the model's training context; ``0``: off)."""
         if repeat <= 0:
             raise ValueError("repeat penalty must be > 0 (1.0 disables it)")
         return self._add(
             "penalties",
             nsmp.sampler_init(
-                "penalties", self.model.n_vocab, int(last_n), float(repeat), float(frequency), float(presence)
+                "penalties",
+                self.model.n_vocab,
+                self._last_n(last_n),
+                float(repeat),
+                float(frequency),
+                float(presence),
             ),
         )
 
@@ -135,7 +183,8 @@ class Sampler(NativeOwner):
         last_n: int = -1,
         sequence_breakers: Sequence[str] = ("\n", ":", '"', "*"),
     ) -> Sampler:
-        """DRY ("don't repeat yourself") repetition penalty."""
+        """DRY ("don't repeat yourself") repetition penalty over the last ``last_n`` accepted
+        tokens (``-1``: the whole context, bounded by the model's training context; ``0``: off)."""
         return self._add(
             "dry",
             nsmp.sampler_init(
@@ -144,7 +193,7 @@ class Sampler(NativeOwner):
                 float(multiplier),
                 float(base),
                 int(allowed_length),
-                int(last_n),
+                self._last_n(last_n),
                 list(sequence_breakers),
             ),
         )
@@ -229,11 +278,50 @@ class Sampler(NativeOwner):
         try:
             if not nsmp.has_logits(cptr, idx):  # llama.cpp would assert on missing logits
                 raise IndexError(f"no logits for batch index {idx}: decode it with logits=True")
-            token = nsmp.sampler_sample(ptr, cptr, idx)
+            if self._grammar_last():
+                token = self._sample_grammar_last(ptr, cptr, idx)
+            else:
+                token = nsmp.sampler_sample(ptr, cptr, idx)
         finally:
             ctx._lock.release()
         if token < 0:
             raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
+        return token
+
+    def _grammar_last(self) -> bool:
+        names = self._names
+        return (
+            not self.grammar_first
+            and len(names) > 1
+            and names[0] == "grammar"
+            and all(n in _DEFERRABLE for n in names[1:])
+        )
+
+    def _sample_grammar_last(self, ptr: Any, cptr: Any, idx: int) -> int:
+        """llama.cpp common's grammar rejection sampling: sample without the leading grammar, keep
+        the token if the grammar allows it, else sample again with the whole chain."""
+        if self._members is None:
+            self._members = [nsmp.chain_get(ptr, i) for i in range(nsmp.chain_n(ptr))]
+        if self._candidates is None:
+            self._candidates = nsmp.Candidates(self.model.n_vocab)
+        cand = self._candidates
+        logits = nctx.logits_ith(cptr, idx, cand.n_vocab)
+        assert logits is not None  # checked by the caller
+        t0 = time.perf_counter()
+        cand.fill(logits)
+        for smpl in self._members[1:]:
+            cand.apply(smpl)
+        token = cand.selected()
+        allowed = token >= 0 and cand.allows(self._members[0], token)
+        if not self._no_perf:
+            self._extra_ms += (time.perf_counter() - t0) * 1000.0
+        if not allowed:
+            cand.fill(logits)
+            cand.apply(ptr)  # the whole chain, grammar first (timed by llama.cpp's counters)
+            token = cand.selected()
+            if token < 0:
+                return token
+        nsmp.sampler_accept(ptr, token)
         return token
 
     def _sample_python(self, ctx: Context, idx: int) -> int:
@@ -286,6 +374,11 @@ class Sampler(NativeOwner):
             raise ValueError("this sampler chain cannot be cloned")
         twin = Sampler.__new__(Sampler)
         twin.model = self.model
+        twin.grammar_first = self.grammar_first
+        twin._no_perf = self._no_perf
+        twin._extra_ms = 0.0
+        twin._members = None
+        twin._candidates = None
         twin._names = list(self._names)
         twin._grammar = self._grammar
         twin._processors = list(self._processors)
@@ -299,10 +392,11 @@ class Sampler(NativeOwner):
 
     def perf(self) -> SamplerPerf:
         t, n = nsmp.perf_sampler(self._ptr())
-        return SamplerPerf(t, n)
+        return SamplerPerf(t + self._extra_ms, n)
 
     def reset_perf(self) -> None:
         nsmp.perf_sampler_reset(self._ptr())
+        self._extra_ms = 0.0
 
     def __repr__(self) -> str:
         return f"<Sampler {' → '.join(self._names) or '(empty)'}>"

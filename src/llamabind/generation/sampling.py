@@ -19,7 +19,10 @@ class SamplingParams:
     :meth:`build` makes the chain in llama.cpp's default order: logit bias → penalties → DRY →
     top-n-sigma → top-k → typical → top-p → min-p → XTC → temperature (dynamic if
     ``dynatemp_range > 0``) → dist (or mirostat / adaptive-p). A grammar, when given, comes first
-    so that every later sampler only sees tokens the grammar allows.
+    so that every later sampler only sees tokens the grammar allows (``Sampler.sample`` checks it
+    after the rest of the chain and re-samples with it only when it rejects the token, as
+    llama.cpp's common sampler does). ``repeat_last_n`` and ``dry_penalty_last_n`` of ``-1`` mean
+    the whole context.
     """
 
     temperature: float = 0.8
