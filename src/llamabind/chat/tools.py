@@ -542,7 +542,8 @@ class ToolCallStreamParser:
             self._fail()
         return True
 
-    def _mistral_head(self, final: bool) -> bool:
+    def _head_after_marker(self, final: bool, kind: str, otherwise: _S) -> bool:
+        """After a marker: skip whitespace, then JSON (``[``/``{``) or the ``otherwise`` state."""
         s = self._buf
         stripped = s.lstrip(_WS)
         if not stripped:
@@ -555,10 +556,13 @@ class ToolCallStreamParser:
         self._prefix += s[: len(s) - len(stripped)]
         self._buf = stripped
         if stripped[0] in "[{":
-            self._begin_json("mistral")
+            self._begin_json(kind)
         else:
-            self._state = _S.MISTRAL_NAME
+            self._state = otherwise
         return True
+
+    def _mistral_head(self, final: bool) -> bool:
+        return self._head_after_marker(final, "mistral", _S.MISTRAL_NAME)
 
     def _mistral_name(self, final: bool) -> bool:
         s = self._buf
@@ -644,22 +648,7 @@ class ToolCallStreamParser:
         return True
 
     def _pytag_head(self, final: bool) -> bool:
-        s = self._buf
-        stripped = s.lstrip(_WS)
-        if not stripped:
-            if final:
-                self._prefix += s
-                self._buf = ""
-                self._fail()
-                return True
-            return False
-        self._prefix += s[: len(s) - len(stripped)]
-        self._buf = stripped
-        if stripped[0] in "[{":
-            self._begin_json("pytag")
-        else:
-            self._state = _S.PYCODE
-        return True
+        return self._head_after_marker(final, "pytag", _S.PYCODE)
 
     def _pycode(self, final: bool) -> bool:
         if not final:
