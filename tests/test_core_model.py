@@ -203,10 +203,16 @@ def test_truncated_gguf_files(tmp_path: Path, model_path: Path) -> None:
     for name, path in files.items():
         kind, message = results[name]
         assert kind == "ModelLoadError", (name, kind, message)
-        assert message == (
-            f"llama.cpp failed to load {path}: the file is malformed, truncated or of an unsupported "
-            "architecture (enable logging for 'llamabind.native' for details)"
-        ), name
+        # the fixed text, then llama.cpp's own reason in parentheses
+        assert re.fullmatch(
+            re.escape(
+                f"llama.cpp failed to load {path}: the file is malformed, truncated or of an unsupported "
+                "architecture"
+            )
+            + r" \([a-z_]+: .+\)",
+            message,
+            flags=re.DOTALL,
+        ), (name, message)
 
 
 def test_garbage_metadata_gguf_files(tmp_path: Path, model_path: Path) -> None:
@@ -350,3 +356,10 @@ def test_rss_flat_over_create_close_cycles(model_path: Path) -> None:
     # a leak grows linearly; allocator warm-up does not: the second hundred cycles stay flat
     late_mb = (after - halfway) / 1024
     assert late_mb < 5, f"RSS grew {late_mb:.1f} MB over the last 100 cycles"
+
+
+def test_load_error_carries_llama_cpp_reason(model_path: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(model_path.read_bytes()[:200])
+    with pytest.raises(lb.ModelLoadError, match=r"cut\.gguf.*\(gguf_init_from_reader: failed to read"):
+        lb.Model(cut)

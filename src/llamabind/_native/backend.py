@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import logging
 import threading
@@ -14,6 +15,8 @@ __all__ = [
     "DeviceInfo",
     "backend_init",
     "devices",
+    "error_mark",
+    "errors_since",
     "ggml_type_info",
     "set_log_level",
     "supports_gpu_offload",
@@ -34,13 +37,33 @@ _pending_level = logging.INFO
 _LEVELS = {0: logging.DEBUG, 1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 
+# llama.cpp's recent error lines (sequence number, thread, text), so that an exception can say
+# *why* a call failed even when nobody listens to the llamabind.native logger
+_errors: collections.deque[tuple[int, int, str]] = collections.deque(maxlen=32)
+_error_seq = 0
+
+
+def error_mark() -> int:
+    """A marker for :func:`errors_since`."""
+    return _error_seq
+
+
+def errors_since(mark: int) -> list[str]:
+    """llama.cpp error lines logged by this thread after ``mark``."""
+    tid = threading.get_ident()
+    return [text for seq, t, text in list(_errors) if seq > mark and t == tid]
+
+
 def _on_log(level: int, text: bytes | None, _user: Any) -> None:
     # Called from llama.cpp threads; never raise out of a ctypes callback.
-    global _pending_level
+    global _pending_level, _error_seq
     try:
         piece = (text or b"").decode("utf-8", "replace")
         if level != 5:
             _pending_level = _LEVELS.get(level, logging.INFO)
+        if _pending_level >= logging.ERROR and piece.strip():
+            _error_seq += 1
+            _errors.append((_error_seq, threading.get_ident(), piece.strip()))
         if not native_log.isEnabledFor(_pending_level):
             return
         _pending.append(piece)

@@ -118,6 +118,7 @@ class Model(NativeOwner):
             progress=progress,
         )
         load_args = ([str(p) for p in paths], spec)
+        mark = nbackend.error_mark()
         if params.rpc_servers:
             from .._native.fatal import FatalNativeError, run_guarded
             from ..errors import RpcError
@@ -137,11 +138,14 @@ class Model(NativeOwner):
         if not handle:
             if cancelled:
                 raise ModelLoadError(f"model load cancelled by the progress callback: {paths[0]}")
+            # llama.cpp's own first specific reason (not its generic "failed to load model" lines)
+            reasons = [r for r in nbackend.errors_since(mark) if not r.endswith("failed to load model")]
+            why = f" ({reasons[0]})" if reasons else ""
             raise ModelLoadError(
                 f"llama.cpp failed to load {paths[0]}"
                 + (f" (+{len(paths) - 1} shards)" if len(paths) > 1 else "")
-                + ": the file is malformed, truncated or of an unsupported architecture "
-                "(enable logging for 'llamabind.native' for details)"
+                + ": the file is malformed, truncated or of an unsupported architecture"
+                + why
             )
         self._own(handle, nmodel.model_free)
         self._meta: dict[str, str] | None = None
