@@ -41,6 +41,7 @@ from ..errors import LlamabindError
 from ..grammar import Grammar
 from .generator import Generator, Timings
 from .logprobs import TokenLogprob
+from .prompt import tokenize_rendered
 from .sampling import SamplingParams
 
 __all__ = [
@@ -502,8 +503,7 @@ class ChatFormatter:
 
     def tokenize(self, prompt: str) -> list[int]:
         """Tokenize a rendered prompt: special tokens parsed, BOS added only if the text lacks it."""
-        add_special = not (self.bos_token and prompt.startswith(self.bos_token))
-        return self.model.tokenize(prompt, add_special=add_special, parse_special=True)
+        return tokenize_rendered(self.model, prompt)
 
     def prepare(
         self,
