@@ -53,6 +53,7 @@ from .schemas import (
     CompletionRequest,
     DetokenizeRequest,
     EmbeddingRequest,
+    InfillRequest,
     SamplingFields,
     TokenizeRequest,
 )
@@ -451,6 +452,13 @@ def _prompts_of(body: CompletionRequest, state: ServerState) -> list[list[int]]:
         raw = list(p)
     if not raw:
         raise APIError(400, "prompt must not be empty", param="prompt")
+    if body.suffix is not None:
+        # OpenAI's insertion mode: the completion goes between the prompt and the suffix
+        from ..generation.infill import fim_prompt
+
+        if not all(isinstance(item, str) for item in raw):
+            raise APIError(400, "suffix needs text prompts, not token ids", param="suffix")
+        return [fim_prompt(model, item, body.suffix) for item in raw]
     out: list[list[int]] = []
     for item in raw:
         if isinstance(item, str):
@@ -799,6 +807,22 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     @app.post("/chat/completions", include_in_schema=False)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await _chat(request, body, holder)
+
+    @app.post("/infill")
+    async def infill(body: InfillRequest, request: Request) -> Response:
+        """llama.cpp's fill-in-the-middle route: ``input_prefix`` + ``input_suffix`` (``prompt``: the
+        start of the middle), answered like /v1/completions."""
+        from ..generation.infill import fim_prompt
+
+        state = holder.get()
+        try:
+            tokens = await run_in_threadpool(
+                fim_prompt, state.model, body.input_prefix, body.input_suffix, body.prompt
+            )
+        except Exception as exc:
+            raise error_from_exception(exc, param="input_prefix") from None
+        data = body.model_dump(exclude={"input_prefix", "input_suffix", "prompt"})
+        return await _completions(request, CompletionRequest(prompt=tokens, **data), holder)
 
     @app.post("/v1/completions")
     @app.post("/completions", include_in_schema=False)

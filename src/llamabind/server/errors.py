@@ -15,6 +15,7 @@ from ..errors import (
     SchemaError,
     TemplateError,
     TokenizeError,
+    UnsupportedError,
 )
 from ..generation.chat import ChatRequestError
 from ..multimodal import MediaError
@@ -88,6 +89,8 @@ def error_from_exception(exc: BaseException, *, param: str | None = None) -> API
         return APIError(400, str(exc), param=param, code="invalid_value")
     if isinstance(exc, NoKvSlotError):
         return APIError(503, str(exc), code="kv_cache_full")
+    if isinstance(exc, UnsupportedError):
+        return APIError(400, str(exc), param=param, code="unsupported")
     if isinstance(exc, MediaError):
         return APIError(exc.status, str(exc), param=param or "messages", code="invalid_media")
     if isinstance(exc, ValueError):

@@ -13,6 +13,7 @@ __all__ = [
     "CompletionRequest",
     "DetokenizeRequest",
     "EmbeddingRequest",
+    "InfillRequest",
     "SamplingFields",
     "StreamOptions",
     "TokenizeRequest",
@@ -76,6 +77,14 @@ class CompletionRequest(SamplingFields):
     suffix: str | None = None
     best_of: int | None = Field(default=None, ge=1)
     response_format: dict[str, Any] | None = None
+
+
+class InfillRequest(SamplingFields):
+    """llama.cpp's /infill: the model writes what goes between ``input_prefix`` and ``input_suffix``."""
+
+    input_prefix: str = ""
+    input_suffix: str = ""
+    prompt: str = ""  # the start of the middle, if any
 
 
 class EmbeddingRequest(_Open):
