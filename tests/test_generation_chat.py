@@ -19,6 +19,7 @@ from llamabind.generation.chat import (
     closed_schema,
     response_format_grammar,
 )
+from llamabind.generation.generator import Generator
 from llamabind.generation.sampling import SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -177,3 +178,16 @@ def test_library_chat_tool_required(ctx: lb.Context) -> None:
     assert r.finish_reason == "tool_calls" and r.content is None
     assert r.tool_calls and r.tool_calls[0].name == "get_weather"
     jsonschema.validate(r.tool_calls[0].arguments_dict(), WEATHER["function"]["parameters"])  # type: ignore[index]
+
+
+def test_library_chat_with_a_drafter_equals_plain(ctx: lb.Context) -> None:
+    from llamabind.speculative import NgramDrafter
+
+    text = "alpha beta gamma delta epsilon zeta eta theta"
+    msgs = [{"role": "user", "content": f"Repeat exactly: {text}"}]
+    gen = Generator(ctx)
+    plain = chat(gen, msgs, sampling=GREEDY, max_tokens=24)
+    gen.reset()
+    spec = chat(gen, msgs, sampling=GREEDY, max_tokens=24, draft=NgramDrafter(4))
+    assert spec.content == plain.content
+    assert spec.timings.spec_rounds > 0

@@ -20,7 +20,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..chat import (
     ChatTemplate,
@@ -42,6 +42,9 @@ from ..grammar import Grammar
 from .generator import Generator, Timings
 from .logprobs import TokenLogprob
 from .prompt import tokenize_rendered
+
+if TYPE_CHECKING:
+    from ..speculative.base import Drafter
 from .sampling import SamplingParams
 
 __all__ = [
@@ -733,11 +736,13 @@ def chat_stream(
     stop: Sequence[str] = (),
     logprobs: int | None = None,
     cancel: threading.Event | None = None,
+    draft: Drafter | None = None,
 ) -> Iterator[ChatChunk]:
     """Stream one assistant turn for ``messages`` on a context (or a :class:`Generator`).
 
     Repeated calls on the same context reuse the KV cache of the common prompt prefix (a growing
-    conversation decodes only its new messages).
+    conversation decodes only its new messages). ``draft``: a speculative drafter
+    (``llamabind.speculative``), as for :meth:`Generator.stream`.
     """
     gen = _generator(target)
     prepared = _formatter(gen.model, template).prepare(
@@ -758,6 +763,7 @@ def chat_stream(
         logprobs=logprobs,
         cancel=cancel,
         render_special=prepared.render_special,
+        draft=draft,
     ):
         deltas = parser.feed(chunk.text)
         if chunk.finish_reason is not None:
@@ -784,6 +790,7 @@ def chat(
     stop: Sequence[str] = (),
     logprobs: int | None = None,
     cancel: threading.Event | None = None,
+    draft: Drafter | None = None,
 ) -> ChatResult:
     """One assistant turn: content, ``reasoning_content``, parsed ``tool_calls`` and usage.
 
@@ -812,6 +819,7 @@ def chat(
         stop=stop,
         logprobs=logprobs,
         cancel=cancel,
+        draft=draft,
     ):
         tokens.extend(chunk.tokens)
         lps.extend(chunk.logprobs)
