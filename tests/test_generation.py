@@ -357,3 +357,18 @@ def _decodes_all(model: lb.Model, tokens: list[int]) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def test_cache_cut_behind_the_generators_back(model: lb.Model) -> None:
+    prompt = "The capital of France is Paris. The capital of Italy is"
+    with lb.Context(model, n_ctx=512, n_threads=1) as ctx:
+        gen = lb.Generator(ctx)
+        first = gen.complete(prompt, max_tokens=8, sampling=GREEDY).tokens
+        ctx.memory.clear()  # not through the Generator
+        again = gen.complete(prompt, max_tokens=8, sampling=GREEDY)
+        assert again.tokens == first
+        assert again.timings.cached_tokens == 0
+        ctx.memory.remove(0, 4, -1)  # keep only the first 4 positions
+        third = gen.complete(prompt, max_tokens=8, sampling=GREEDY)
+        assert third.tokens == first
+        assert third.timings.cached_tokens == 4

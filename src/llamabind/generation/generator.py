@@ -124,6 +124,12 @@ class Generator:
                 n_ctx=n_ctx,
             )
         self.model.vocab.check(tokens)
+        if self.cached:
+            # the KV cache may have been cut behind our back (ctx.memory used directly): trust only
+            # what it still holds
+            top = self.ctx.memory.pos_max(self.seq_id)
+            if top < len(self.cached) - 1:
+                del self.cached[top + 1 :]
         keep = common_prefix(self.cached, tokens)
         if max_keep is not None:
             keep = max(0, min(keep, max_keep))
