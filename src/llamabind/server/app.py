@@ -2,7 +2,7 @@
 
 Routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models`` (and the
 same without ``/v1``), ``/health`` (the one route without authentication), ``/tokenize``,
-``/detokenize``, ``/metrics``, ``/slots``. The event loop never calls llama.cpp: rendering and
+``/detokenize``, ``/metrics``, ``/slots``, and Anthropic's ``/v1/messages`` (see :mod:`.anthropic`). The event loop never calls llama.cpp: rendering and
 tokenization run in worker threads, generation in the scheduler's engine thread.
 """
 
@@ -33,6 +33,7 @@ from ..chat import extract_media
 from ..core import Model
 from ..generation.chat import PreparedChat
 from ..multimodal import canonicalize_media_parts, tokenize_chat_media
+from . import anthropic
 from .config import ServerConfig
 from .errors import APIError, error_body, error_from_exception, sse_error
 from .files import FileStore, create_files_router
@@ -81,9 +82,16 @@ _KNOWN_ROUTES = frozenset(
         "/detokenize",
         "/metrics",
         "/slots",
+        "/v1/messages",
+        "/messages",
+        "/v1/messages/count_tokens",
+        "/messages/count_tokens",
         "/openapi.json",
         "/docs",
     }
+)
+_ANTHROPIC_PATHS = frozenset(
+    {"/v1/messages", "/messages", "/v1/messages/count_tokens", "/messages/count_tokens"}
 )
 _FINGERPRINT = f"llamabind-{__version__}"
 
@@ -158,7 +166,8 @@ class _AuthAndMetricsMiddleware:
                 and not self._authorized(scope)
             ):
                 err = APIError(401, "invalid or missing API key", code="invalid_api_key")
-                resp = JSONResponse(err.body(), status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                body = anthropic.anthropic_error_body(err) if path in _ANTHROPIC_PATHS else err.body()
+                resp = JSONResponse(body, status_code=401, headers={"WWW-Authenticate": "Bearer"})
                 await resp(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
@@ -241,6 +250,7 @@ async def _collect(request: Request, group: RequestGroup, n: int) -> list[Choice
             elif isinstance(ev, DoneEvent):
                 out.finish_reason = ev.finish_reason
                 out.usage = ev.usage
+                out.stop = ev.stop
             elif isinstance(ev, ErrorEvent):
                 raise error_from_exception(ev.error)
     finally:
@@ -274,6 +284,44 @@ async def _chat(request: Request, body: ChatCompletionRequest, holder: _Holder) 
     state = holder.get()
     _check_model(state, body.model)
     _check_n(state, body)
+    prepared, group = await _start_chat(state, body)
+    top_n = body.top_logprobs or 0
+    meta = ResponseMeta(state.alias, "chatcmpl", system_fingerprint=_FINGERPRINT)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return _SSEResponse(
+            _chat_stream(group, prepared, meta, state, body.n, top_n, include_usage), group.cancel
+        )
+    outs = await _collect(request, group, body.n)
+    choices = []
+    for out in outs:
+        msg = prepared.parse(out.text, out.finish_reason or "stop")
+        choice: dict[str, Any] = {
+            "index": out.index,
+            "message": msg.to_openai(),
+            "logprobs": {"content": chat_logprobs(out.logprobs, state.model, top_n), "refusal": None}
+            if body.logprobs
+            else None,
+            "finish_reason": msg.finish_reason,
+        }
+        choices.append(choice)
+    return JSONResponse(
+        {
+            "id": meta.id,
+            "object": "chat.completion",
+            "created": meta.created,
+            "model": meta.model,
+            "system_fingerprint": meta.system_fingerprint,
+            "choices": choices,
+            "usage": _usage_of(outs, [0] * len(outs)),
+        }
+    )
+
+
+async def _prepare_chat(
+    state: ServerState, body: ChatCompletionRequest
+) -> tuple[PreparedChat, list[int], Any]:
+    """Render and tokenize a chat request: (prepared, prompt tokens, media prompt or None)."""
     extras = body.model_extra or {}
     reasoning = None
     if body.reasoning_format is not None:
@@ -328,6 +376,12 @@ async def _chat(request: Request, body: ChatCompletionRequest, holder: _Holder) 
             tokens = media_prompt.keys
     except Exception as exc:
         raise error_from_exception(exc) from None
+    return prepared, tokens, media_prompt
+
+
+async def _start_chat(state: ServerState, body: ChatCompletionRequest) -> tuple[PreparedChat, RequestGroup]:
+    """Render, tokenize and submit a chat request (``body.n`` choices)."""
+    prepared, tokens, media_prompt = await _prepare_chat(state, body)
     max_tokens = max_tokens_from_request(body, state.config.max_tokens, body.max_completion_tokens)
     stop = stop_from_request(body.stop)
     top_n = body.top_logprobs or 0
@@ -350,36 +404,7 @@ async def _chat(request: Request, body: ChatCompletionRequest, holder: _Holder) 
         group.submit(state.scheduler)
     except Exception as exc:
         raise error_from_exception(exc, param="messages") from None
-    meta = ResponseMeta(state.alias, "chatcmpl", system_fingerprint=_FINGERPRINT)
-    if body.stream:
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return _SSEResponse(
-            _chat_stream(group, prepared, meta, state, body.n, top_n, include_usage), group.cancel
-        )
-    outs = await _collect(request, group, body.n)
-    choices = []
-    for out in outs:
-        msg = prepared.parse(out.text, out.finish_reason or "stop")
-        choice: dict[str, Any] = {
-            "index": out.index,
-            "message": msg.to_openai(),
-            "logprobs": {"content": chat_logprobs(out.logprobs, state.model, top_n), "refusal": None}
-            if body.logprobs
-            else None,
-            "finish_reason": msg.finish_reason,
-        }
-        choices.append(choice)
-    return JSONResponse(
-        {
-            "id": meta.id,
-            "object": "chat.completion",
-            "created": meta.created,
-            "model": meta.model,
-            "system_fingerprint": meta.system_fingerprint,
-            "choices": choices,
-            "usage": _usage_of(outs, [0] * len(outs)),
-        }
-    )
+    return prepared, group
 
 
 async def _chat_stream(
@@ -434,6 +459,48 @@ async def _chat_stream(
         yield _SSE_DONE
     finally:
         group.cancel()
+
+
+# ------------------------------------------------------------------------------------------------
+# Anthropic Messages API (the conversions live in .anthropic)
+# ------------------------------------------------------------------------------------------------
+
+
+async def _messages(request: Request, holder: _Holder, *, count_tokens: bool = False) -> Response:
+    """``POST /v1/messages`` (and ``/v1/messages/count_tokens``), with Anthropic error bodies."""
+    try:
+        body = anthropic.parse_request(await request.body(), count_tokens=count_tokens)
+        state = holder.get()
+        _check_model(state, body.model)
+        chat_body = anthropic.to_chat_request(body)
+        if count_tokens:
+            _, tokens, _ = await _prepare_chat(state, chat_body)
+            return JSONResponse({"input_tokens": len(tokens)})
+        prepared, group = await _start_chat(state, chat_body)
+        encoder = anthropic.StreamEncoder(anthropic.new_message_id(), state.alias)
+        if body.stream:
+            events = anthropic.stream_events(group, prepared, encoder, anthropic.new_tool_use_id)
+            return _SSEResponse(events, group.cancel)
+        (out,) = await _collect(request, group, 1)
+        parser = prepared.parser(anthropic.new_tool_use_id)
+        parser.feed(out.text)
+        msg = parser.message(out.finish_reason or "stop")
+        u = out.usage
+        return JSONResponse(
+            anthropic.message_response(
+                msg,
+                id=encoder.id,
+                model=state.alias,
+                finish_reason=msg.finish_reason,
+                stop=out.stop,
+                prompt_tokens=u.prompt_tokens if u is not None else len(group.requests[0].prompt),
+                completion_tokens=u.completion_tokens if u is not None else 0,
+                cached_tokens=u.cached_tokens if u is not None else 0,
+            )
+        )
+    except Exception as exc:
+        err = error_from_exception(exc)
+        return JSONResponse(anthropic.anthropic_error_body(err), status_code=err.status)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -807,6 +874,17 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     @app.post("/chat/completions", include_in_schema=False)
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
         return await _chat(request, body, holder)
+
+    @app.post("/v1/messages")
+    @app.post("/messages", include_in_schema=False)
+    async def messages(request: Request) -> Response:
+        """Anthropic's Messages API (non-streaming and streaming)."""
+        return await _messages(request, holder)
+
+    @app.post("/v1/messages/count_tokens")
+    @app.post("/messages/count_tokens", include_in_schema=False)
+    async def messages_count_tokens(request: Request) -> Response:
+        return await _messages(request, holder, count_tokens=True)
 
     @app.post("/infill")
     async def infill(body: InfillRequest, request: Request) -> Response:

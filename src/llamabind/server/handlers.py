@@ -310,6 +310,7 @@ class ChoiceOutput:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    stop: str | None = None  # the stop string that ended it, if one did
 
     @property
     def text(self) -> str:
