@@ -194,8 +194,9 @@ VALID = [
 
 @pytest.mark.parametrize("text", VALID)
 def test_valid_grammar_is_accepted(text: str) -> None:
-    validate_gbnf(text)
-    Grammar.from_string(text)
+    assert validate_gbnf(text) is None  # no GrammarError
+    g = Grammar.from_string(text)
+    assert g.text == text and g.root == "root"
 
 
 def test_parse_mirrors_llama_cpp_rule_expansion() -> None:
