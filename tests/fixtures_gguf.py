@@ -19,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -99,3 +101,48 @@ def minilm_reference() -> dict[str, Any]:
     """
     data: dict[str, Any] = json.loads((DATA_DIR / "minilm_reference.json").read_text(encoding="utf-8"))
     return data
+
+
+def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """MiniLM plus a random BERT classification head (cls + cls.output), pooling type rank.
+
+    No reranker model can be downloaded here: this stands in for one. Returns the GGUF path and
+    the head's weights (to recompute the scores by hand)."""
+    from gguf import GGUFValueType
+    from gguf.constants import GGMLQuantizationType
+
+    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, write_gguf
+
+    dst = directory / "minilm-reranker-random-head.gguf"
+    src = build_minilm_gguf(directory)
+    n_embd = 384
+    rng = np.random.default_rng(7)
+    head = {
+        "cls.weight": (rng.standard_normal((n_embd, n_embd)) / np.sqrt(n_embd)).astype(np.float32),
+        "cls.bias": (rng.standard_normal(n_embd) * 0.1).astype(np.float32),
+        "cls.output.weight": (rng.standard_normal((1, n_embd)) / np.sqrt(n_embd)).astype(np.float32),
+        "cls.output.bias": np.array([0.25], dtype=np.float32),
+    }
+    if dst.is_file():
+        return dst, head
+    reader = open_gguf(src)
+    kv = [
+        KVEntry(e.key, 4, GGUFValueType.UINT32) if e.key == "bert.pooling_type" else e
+        for e in kv_entries(reader)
+    ]
+    tensors = [
+        OutTensor(
+            t.name,
+            tuple(int(d) for d in reversed(list(t.shape))),
+            t.tensor_type,
+            int(t.n_bytes),
+            lambda t=t: t.data,
+        )
+        for t in reader.tensors
+    ]
+    for name, arr in head.items():
+        tensors.append(OutTensor(name, arr.shape, GGMLQuantizationType.F32, arr.nbytes, lambda a=arr: a))
+    tmp = dst.with_suffix(".tmp")
+    write_gguf(tmp, kv, tensors, alignment=int(reader.alignment))
+    tmp.replace(dst)
+    return dst, head

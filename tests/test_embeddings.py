@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import llamabind as lb
-from fixtures_gguf import build_minilm_gguf, minilm_reference
+from fixtures_gguf import build_minilm_gguf, build_minilm_reranker, minilm_reference
 from llamabind.embeddings import Embedder, EmbeddingError, cosine_similarity, embed, rerank
 
 THREADS = 1  # the test machine is shared: one thread avoids spin-wait contention
@@ -50,45 +50,9 @@ def minilm_embedder(minilm: lb.Model) -> Iterator[Embedder]:
         yield e
 
 
-def _reranker(src: Path, dst: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    """MiniLM plus a random BERT classification head (cls + cls.output), pooling type rank."""
-    from gguf import GGUFValueType
-    from gguf.constants import GGMLQuantizationType
-
-    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, write_gguf
-
-    reader = open_gguf(src)
-    n_embd = 384
-    rng = np.random.default_rng(7)
-    head = {
-        "cls.weight": (rng.standard_normal((n_embd, n_embd)) / np.sqrt(n_embd)).astype(np.float32),
-        "cls.bias": (rng.standard_normal(n_embd) * 0.1).astype(np.float32),
-        "cls.output.weight": (rng.standard_normal((1, n_embd)) / np.sqrt(n_embd)).astype(np.float32),
-        "cls.output.bias": np.array([0.25], dtype=np.float32),
-    }
-    kv = [
-        KVEntry(e.key, 4, GGUFValueType.UINT32) if e.key == "bert.pooling_type" else e
-        for e in kv_entries(reader)
-    ]
-    tensors = [
-        OutTensor(
-            t.name,
-            tuple(int(d) for d in reversed(list(t.shape))),
-            t.tensor_type,
-            int(t.n_bytes),
-            lambda t=t: t.data,
-        )
-        for t in reader.tensors
-    ]
-    for name, arr in head.items():
-        tensors.append(OutTensor(name, arr.shape, GGMLQuantizationType.F32, arr.nbytes, lambda a=arr: a))
-    write_gguf(dst, kv, tensors, alignment=int(reader.alignment))
-    return dst, head
-
-
 @pytest.fixture(scope="module")
 def reranker(fixture_dir: Path, minilm_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
-    return _reranker(minilm_path, fixture_dir / "minilm-reranker-random-head.gguf")
+    return build_minilm_reranker(fixture_dir)
 
 
 # ------------------------------------------------------------------ MiniLM vs reference

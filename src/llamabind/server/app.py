@@ -55,6 +55,7 @@ from .schemas import (
     DetokenizeRequest,
     EmbeddingRequest,
     InfillRequest,
+    RerankRequest,
     SamplingFields,
     TokenizeRequest,
 )
@@ -86,6 +87,10 @@ _KNOWN_ROUTES = frozenset(
         "/messages",
         "/v1/messages/count_tokens",
         "/messages/count_tokens",
+        "/v1/rerank",
+        "/rerank",
+        "/v1/reranking",
+        "/infill",
         "/openapi.json",
         "/docs",
     }
@@ -744,6 +749,33 @@ async def _embeddings(body: EmbeddingRequest, holder: _Holder) -> Response:
     )
 
 
+async def _rerank(body: RerankRequest, holder: _Holder) -> Response:
+    state = holder.get()
+    _check_model(state, body.model)
+    if not body.query:
+        raise APIError(400, "query must not be empty", param="query")
+    try:
+        results, n_tokens = await run_in_threadpool(state.embeddings.rerank, body.query, body.documents)
+    except Exception as exc:
+        raise error_from_exception(exc, param="documents") from None
+    if body.top_n is not None:
+        results = results[: body.top_n]
+    out = []
+    for r in results:
+        item: dict[str, Any] = {"index": r.index, "relevance_score": r.score}
+        if body.return_documents:
+            item["document"] = {"text": r.document}
+        out.append(item)
+    return JSONResponse(
+        {
+            "object": "list",
+            "model": state.alias,
+            "results": out,
+            "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+        }
+    )
+
+
 def _piece_json(model: Model, token: int) -> str | list[int]:
     raw = model.vocab.token_to_piece(token, special=True)
     try:
@@ -914,6 +946,12 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     @app.post("/embeddings", include_in_schema=False)
     async def embeddings(body: EmbeddingRequest) -> Response:
         return await _embeddings(body, holder)
+
+    @app.post("/v1/rerank")
+    @app.post("/rerank", include_in_schema=False)
+    @app.post("/v1/reranking", include_in_schema=False)
+    async def rerank(body: RerankRequest) -> Response:
+        return await _rerank(body, holder)
 
     @app.get("/v1/models")
     @app.get("/models", include_in_schema=False)

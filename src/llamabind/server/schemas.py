@@ -14,6 +14,7 @@ __all__ = [
     "DetokenizeRequest",
     "EmbeddingRequest",
     "InfillRequest",
+    "RerankRequest",
     "SamplingFields",
     "StreamOptions",
     "TokenizeRequest",
@@ -85,6 +86,16 @@ class InfillRequest(SamplingFields):
     input_prefix: str = ""
     input_suffix: str = ""
     prompt: str = ""  # the start of the middle, if any
+
+
+class RerankRequest(_Open):
+    """Rerank (Jina/Cohere shape, as llama.cpp's server): score ``documents`` against ``query``."""
+
+    model: str | None = None
+    query: str
+    documents: list[str] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool = True
 
 
 class EmbeddingRequest(_Open):

@@ -117,6 +117,7 @@ class EmbeddingService:
         self.n_seq = config.embeddings_n_seq
         self.n_threads = config.scheduler.n_threads
         self._embedder: Any = None
+        self._reranker: Any = None
         self._lock = threading.Lock()
 
     @property
@@ -182,11 +183,49 @@ class EmbeddingService:
             results.extend(self.scheduler.run_in_engine(job))
         return results
 
+    @property
+    def can_rerank(self) -> bool:
+        """Whether the model is a reranker: its metadata asks for rank pooling (a classification
+        head scores each query/document pair)."""
+        m = self.model
+        return m.meta(f"{m.architecture}.pooling_type") == "4"
+
+    def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[Any], int]:
+        """Blocking (run it in a worker thread): (results best first, tokens read), scored in the
+        engine thread with rank pooling over a dedicated context."""
+        if not self.can_rerank:
+            from ..errors import UnsupportedError
+
+            raise UnsupportedError(
+                f"{self.model.path.name} is not a reranker: its metadata does not ask for rank pooling "
+                "(a classification head that scores query/document pairs)"
+            )
+
+        def job() -> tuple[list[Any], int]:
+            if self._reranker is None:
+                from ..embeddings import Embedder
+
+                self._reranker = Embedder(
+                    self.model,
+                    pooling="rank",
+                    n_ctx=self.n_ctx,
+                    n_seq_max=self.n_seq,
+                    n_threads=self.n_threads,
+                )
+            rr = self._reranker
+            n_tokens = sum(len(rr.rerank_tokens(query, d)) for d in documents)
+            return rr.rerank(query, documents), n_tokens
+
+        return self.scheduler.run_in_engine(job)
+
     def close(self) -> None:
-        """Free the embeddings context (call after the engine thread stopped)."""
+        """Free the embeddings contexts (call after the engine thread stopped)."""
         if self._embedder is not None:
             self._embedder.close()
             self._embedder = None
+        if self._reranker is not None:
+            self._reranker.close()
+            self._reranker = None
 
 
 @dataclass
