@@ -108,6 +108,8 @@ class Context(NativeOwner):
         self.n_batch = nctx.context_int(handle, "n_batch")
         self.n_ubatch = nctx.context_int(handle, "n_ubatch")
         self.n_seq_max = nctx.context_int(handle, "n_seq_max")
+        #: the most tokens one sequence may hold (fixed for the context's life)
+        self.n_ctx_per_seq = nctx.context_int(handle, "n_ctx_seq") if self.n_seq_max > 1 else self.n_ctx
         self.n_embd = model.n_embd_out or model.n_embd
         # non-causal attention (BERT-style encoders) must see a whole batch in one micro-batch
         self._causal = params.attention_type != "non_causal" and (

@@ -113,7 +113,7 @@ class Generator:
         many tokens were reused. ``on_decode(chunk, start_pos, first_index)`` is called after
         each chunk is decoded (a speculative drafter mirrors the target's decodes with it).
         """
-        n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        n_ctx = self.ctx.n_ctx_per_seq
         if not tokens:
             raise ValueError("empty prompt")
         if len(tokens) >= n_ctx:
@@ -220,7 +220,7 @@ class Generator:
         t0 = time.perf_counter()
         timings = Timings()
         self.last_timings = timings
-        n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        n_ctx = self.ctx.n_ctx_per_seq
         reused = self.prefill(tokens, cancel=cancel)
         timings.cached_tokens = reused
         timings.prompt_tokens = len(tokens) - reused
@@ -309,7 +309,7 @@ class Generator:
         self.last_timings = timings
         ctx = self.ctx
         seq = self.seq_id
-        n_ctx = ctx.n_ctx_seq if ctx.n_seq_max > 1 else ctx.n_ctx
+        n_ctx = ctx.n_ctx_per_seq
 
         def observe(chunk: Sequence[int], start: int, first: int) -> None:
             drafter.observe(ctx, chunk, start, first)

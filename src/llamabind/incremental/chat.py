@@ -148,7 +148,7 @@ class IncrementalChat:
 
     @property
     def n_ctx(self) -> int:
-        return self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        return self.ctx.n_ctx_per_seq
 
     def _load_system(self, path: str | os.PathLike[str] | None) -> None:
         """Decode the system prompt once; with ``path``, restore it from there or save it there."""

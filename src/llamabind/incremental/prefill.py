@@ -79,7 +79,7 @@ class IncrementalPrefill:
     # ------------------------------------------------------------ tokens
     @property
     def n_ctx(self) -> int:
-        return self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        return self.ctx.n_ctx_per_seq
 
     def _render_tokens(self, text: str, *, final: bool) -> list[int]:
         # tokenized as one string with special tokens parsed, exactly like a rendered chat prompt

@@ -652,7 +652,7 @@ class MtmdContext(NativeOwner):
         position after it. Text chunks may ask for logits on their last token; media chunks never
         produce logits."""
         self._check_context(ctx)
-        n_ctx = ctx.n_ctx_seq if ctx.n_seq_max > 1 else ctx.n_ctx
+        n_ctx = ctx.n_ctx_per_seq
         if n_past + chunk.n_pos > n_ctx:
             raise ContextOverflowError(
                 f"the {chunk.type} chunk of {chunk.n_pos} positions at position {n_past} does not fit "
@@ -736,7 +736,7 @@ class MtmdContext(NativeOwner):
             raise ValueError("the prompt was tokenized by another MtmdContext")
         if logits_last and not prompt.ends_with_text:
             raise ValueError("the prompt ends with media: add text after the last marker to get logits")
-        n_ctx = ctx.n_ctx_seq if ctx.n_seq_max > 1 else ctx.n_ctx
+        n_ctx = ctx.n_ctx_per_seq
         if n_past + prompt.n_pos > n_ctx:
             raise ContextOverflowError(
                 f"the prompt of {prompt.n_pos} positions ({prompt.n_tokens} tokens incl. media) does not fit "

@@ -75,7 +75,7 @@ class MediaGenerator(Generator):
         max_keep: int | None = kwargs.get("max_keep")
         assert self.mtmd is not None
         ctx = self.ctx
-        n_ctx = ctx.n_ctx_seq if ctx.n_seq_max > 1 else ctx.n_ctx
+        n_ctx = ctx.n_ctx_per_seq
         if len(tokens) >= n_ctx:
             raise ContextOverflowError(
                 f"prompt of {len(tokens)} positions ({prompt.n_tokens} tokens incl. media) does not fit the "

@@ -122,7 +122,7 @@ class DraftModelDrafter(Drafter):
 
     def _sync(self, seq: list[int]) -> None:
         """Make this context hold ``seq`` with logits for its last token (prefix reuse)."""
-        n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        n_ctx = self.ctx.n_ctx_per_seq
         if len(seq) >= n_ctx:
             raise ContextOverflowError(
                 f"draft context of {n_ctx} tokens cannot hold {len(seq)} tokens",
@@ -150,7 +150,7 @@ class DraftModelDrafter(Drafter):
     def _draft(self, history: Sequence[int], last: int, n_max: int) -> Draft:
         seq = list(history)
         seq.append(last)
-        n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        n_ctx = self.ctx.n_ctx_per_seq
         n_max = min(n_max, n_ctx - len(seq) - 1)
         if n_max <= 0:
             return Draft()

@@ -185,7 +185,7 @@ class MtpDrafter(Drafter):
         pos0 = len(history)
         if len(self.cached) != pos0:
             self._truncate(min(len(self.cached), pos0))
-        n_ctx = self.ctx.n_ctx_seq if self.ctx.n_seq_max > 1 else self.ctx.n_ctx
+        n_ctx = self.ctx.n_ctx_per_seq
         n_max = min(n_max, n_ctx - pos0 - 1)
         if n_max <= 0:
             return Draft()
