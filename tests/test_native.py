@@ -171,3 +171,25 @@ def test_only_native_touches_ctypes() -> None:
         if "_native" not in p.relative_to(SRC).parts and pattern.search(p.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_extra_buffer_types_auto_off_with_amx() -> None:
+    """``use_extra_bufts=None`` keeps llama.cpp's repacking except on an AMX build, whose matmul
+    crashes in the pinned revision; an explicit value always wins."""
+    from llamabind._native import model as nmodel
+
+    auto, _ = nmodel._build_params(nmodel.ModelParamsSpec())
+    assert bool(auto.use_extra_bufts) is (not nmodel.cpu_build_uses_amx())
+    for explicit in (True, False):
+        p, _ = nmodel._build_params(nmodel.ModelParamsSpec(use_extra_bufts=explicit))
+        assert bool(p.use_extra_bufts) is explicit
+
+
+def test_a_full_batch_decodes_with_default_params(model: lb.Model) -> None:
+    """A 512-token batch through the CPU matmul kernels (where AMX crashed) gives logits."""
+    with lb.Context(model, n_ctx=1024, n_batch=512) as ctx:
+        tokens = model.tokenize("The capital of France is Paris. " * 60)[:512]
+        batch = lb.Batch(512)
+        batch.add_sequence(tokens, start_pos=0, seq_id=0)
+        ctx.decode(batch)
+        assert ctx.logits(-1).shape == (model.n_vocab,)

@@ -7,10 +7,11 @@ import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .lib import ll
+from .lib import ll, load_side_library
 
 __all__ = [
     "ModelParamsSpec",
+    "cpu_build_uses_amx",
     "detokenize",
     "model_chat_template",
     "model_desc",
@@ -46,6 +47,7 @@ class ModelParamsSpec:
         kv_overrides: Sequence[tuple[str, int | float | bool | str]] = (),
         devices: Sequence[int] = (),
         load_mtp: bool | None = None,
+        use_extra_bufts: bool | None = None,
         progress: Callable[[float], bool] | None = None,
     ) -> None:
         self.n_gpu_layers = n_gpu_layers
@@ -59,7 +61,20 @@ class ModelParamsSpec:
         self.kv_overrides = kv_overrides
         self.devices = devices
         self.load_mtp = load_mtp
+        self.use_extra_bufts = use_extra_bufts
         self.progress = progress
+
+
+@functools.cache
+def cpu_build_uses_amx() -> bool:
+    """Whether the CPU backend was compiled with Intel AMX kernels (``ggml_cpu_has_amx_int8``)."""
+    lib = load_side_library("ggml-cpu")
+    fn = getattr(lib, "ggml_cpu_has_amx_int8", None) if lib is not None else None
+    if fn is None:
+        return False
+    fn.restype = ctypes.c_int
+    fn.argtypes = []
+    return bool(fn())
 
 
 class _ProgressTrampoline:
@@ -128,6 +143,13 @@ def _build_params(spec: ModelParamsSpec) -> tuple[Any, list[Any]]:
         p.load_mtp = spec.load_mtp
     p.vocab_only = spec.vocab_only
     p.check_tensors = spec.check_tensors
+    # Extra buffer types repack weights for AMX / CPU-specific kernels. In the pinned revision the
+    # AMX matmul crashes (SIGSEGV in ggml_backend_amx_mul_mat) on an AMX CPU, so "auto" (None)
+    # turns them off when the CPU build has AMX and keeps llama.cpp's default otherwise.
+    if spec.use_extra_bufts is None:
+        p.use_extra_bufts = not cpu_build_uses_amx()
+    else:
+        p.use_extra_bufts = spec.use_extra_bufts
     if spec.tensor_split:
         n = int(raw.llama_max_devices())
         arr = (ctypes.c_float * n)(*list(spec.tensor_split)[:n])

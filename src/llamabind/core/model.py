@@ -41,6 +41,9 @@ class ModelParams:
     #: explicit ggml device handles (advanced; normally derived from rpc_servers / all devices)
     devices: Sequence[int] = ()
     load_mtp: bool | None = None
+    #: extra weight buffer types (AMX, CPU repacking). None: llama.cpp's default (on), except on
+    #: a CPU build with AMX kernels, which crash in the pinned llama.cpp revision: off there.
+    use_extra_bufts: bool | None = None
     #: seconds a decode over RPC workers may take before the worker is declared dead
     rpc_timeout: float = 120.0
 
@@ -115,6 +118,7 @@ class Model(NativeOwner):
             kv_overrides=list(params.kv_overrides.items()),
             devices=devices,
             load_mtp=params.load_mtp,
+            use_extra_bufts=params.use_extra_bufts,
             progress=progress,
         )
         load_args = ([str(p) for p in paths], spec)
