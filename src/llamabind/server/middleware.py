@@ -4,7 +4,7 @@ request counter, labelled by route template (derived from the app's routes, see 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from fastapi.responses import JSONResponse
 from starlette.routing import BaseRoute, Match
@@ -22,6 +22,17 @@ ANTHROPIC_PATHS = frozenset(
 )
 
 
+def _flat(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """The app's routes with included routers (FastAPI keeps them as one entry each; this app
+    includes them without a prefix) opened up."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _flat(inner.routes)
+        else:
+            yield route
+
+
 def route_labeler(routes: Callable[[], Sequence[BaseRoute]]) -> Callable[[Scope], str]:
     """The metrics label of a request: the path template of the app route it matches (also with
     the wrong method), else ``"other"`` (so unknown paths cannot blow up the label set). Routes
@@ -32,7 +43,7 @@ def route_labeler(routes: Callable[[], Sequence[BaseRoute]]) -> Callable[[Scope]
         if not cache:
             static: set[str] = set()
             dynamic: list[BaseRoute] = []
-            for route in routes():
+            for route in _flat(routes()):
                 path = getattr(route, "path", None)
                 if isinstance(path, str) and "{" not in path:
                     static.add(path)
