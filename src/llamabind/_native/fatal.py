@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import FatalNativeError
 from .lib import ggml
 
 __all__ = ["FatalNativeError", "install_fatal_handler", "run_guarded"]
@@ -29,10 +30,6 @@ _cb: Any = None
 _fatal = threading.Condition()
 _parked: dict[int, str] = {}  # thread ident -> message
 _events: list[str] = []  # every fatal message, in order
-
-
-class FatalNativeError(RuntimeError):
-    """llama.cpp hit a fatal error in a worker thread; the objects it was using are unusable."""
 
 
 def _on_abort(message: bytes | None) -> None:

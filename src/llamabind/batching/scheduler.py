@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
-from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, UnsupportedError
+from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, QueueFullError, UnsupportedError
 from ..generation.generator import common_prefix
 from ..generation.logprobs import TokenLogprob
 from ..generation.stop import StopMatcher
@@ -38,10 +38,6 @@ __all__ = ["QueueFullError", "Scheduler", "SchedulerConfig", "SchedulerStats", "
 
 log = logging.getLogger("llamabind.batching")
 T = TypeVar("T")
-
-
-class QueueFullError(LlamabindError):
-    """More requests are waiting than the queue bound allows (the server answers 503)."""
 
 
 @dataclass

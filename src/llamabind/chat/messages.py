@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import LlamabindError
+from ..errors import MessageError
 
 __all__ = [
     "ROLES",
@@ -37,14 +37,6 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _AUDIO_PARTS = frozenset({"input_audio", "audio"})
-
-
-class MessageError(LlamabindError, ValueError):
-    """A chat message list is malformed. ``index`` is the offending message's position, when known."""
-
-    def __init__(self, message: str, index: int | None = None) -> None:
-        super().__init__(message if index is None else f"messages[{index}]: {message}")
-        self.index = index
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from ..errors import TemplateError
+from ..errors import ChatTemplateError
 from .messages import normalize_messages
 
 __all__ = [
@@ -54,14 +54,6 @@ DEFAULT_CHATML_TEMPLATE = (
 
 _TEMPLATE_FILENAME = "<template>"
 _BUILTIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-class ChatTemplateError(TemplateError):
-    """A chat template failed to compile or render. ``line`` is the template line, when known."""
-
-    def __init__(self, message: str, line: int | None = None) -> None:
-        super().__init__(message)
-        self.line = line
 
 
 class _GenerationExtension(jinja2.ext.Extension):

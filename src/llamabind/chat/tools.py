@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from ..errors import LlamabindError
+from ..errors import ToolChoiceError
 from ._gbnf_compose import gbnf_literal, json_string_literal, prefix_rules
 
 __all__ = [
@@ -65,10 +65,6 @@ class ToolCallFormat(str, enum.Enum):
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
     GENERIC = "generic"
-
-
-class ToolChoiceError(LlamabindError, ValueError):
-    """``tools`` or ``tool_choice`` is malformed or names an unknown function."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import Batch, Context, ContextParams, Model
-from ..errors import ContextOverflowError, LlamabindError
+from ..errors import ContextOverflowError, EmbeddingError
 
 __all__ = [
     "Embedder",
@@ -34,10 +34,6 @@ _POOLINGS = ("none", "mean", "cls", "last", "rank")
 _MAX_SEQ = 256  # LLAMA_MAX_SEQ
 _POOLING_IDS = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}
 FloatArray = npt.NDArray[np.float32]
-
-
-class EmbeddingError(LlamabindError, ValueError):
-    """Bad input to an embedder (no inputs, an empty input, a model/pooling mismatch)."""
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from ..chat import (
     tool_call_grammar,
 )
 from ..core import Context, Model
-from ..errors import LlamabindError
+from ..errors import ChatRequestError
 from ..grammar import Grammar
 from .generator import Generator, Timings
 from .logprobs import TokenLogprob
@@ -62,14 +62,6 @@ __all__ = [
     "closed_schema",
     "response_format_grammar",
 ]
-
-
-class ChatRequestError(LlamabindError, ValueError):
-    """A chat request is inconsistent (``param`` names the offending request field)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
 
 
 # ------------------------------------------------------------------------------------------------

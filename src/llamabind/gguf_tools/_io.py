@@ -15,7 +15,7 @@ import numpy.typing as npt
 from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from llamabind.errors import LlamabindError, ModelLoadError
+from llamabind.errors import GGUFToolError, ModelLoadError
 
 __all__ = [
     "GGUFToolError",
@@ -33,10 +33,6 @@ __all__ = [
 log = logging.getLogger("llamabind.gguf_tools")
 
 PathLike = str | os.PathLike[str]
-
-
-class GGUFToolError(LlamabindError, ValueError):
-    """Invalid arguments to a GGUF tool, or GGUF inputs that do not fit together (e.g. inconsistent shards)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from llamabind.errors import HubError
+from llamabind.errors import HubError, HubUnreachableError
 
 __all__ = [
     "HfHubClient",
@@ -28,10 +28,6 @@ __all__ = [
 log = logging.getLogger("llamabind.hub")
 
 _TRUE = {"1", "ON", "YES", "TRUE"}
-
-
-class HubUnreachableError(HubError):
-    """The Hub could not be reached (network failure, timeout): a cached copy may still serve."""
 
 
 def env_offline() -> bool:

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field, ValidationError
 
-from ..batching import DoneEvent, ErrorEvent, TokenEvent, Usage
+from ..batching import DoneEvent, TokenEvent, Usage
 from ..generation.chat import ChatDelta, ChatMessage, PreparedChat
 from .errors import APIError, error_from_exception
 from .schemas import ChatCompletionRequest, SamplingFields
 from .state import RequestGroup
 
 __all__ = [
+    "MessageStream",
     "MessagesRequest",
     "StreamEncoder",
     "anthropic_error_body",
@@ -34,7 +35,6 @@ __all__ = [
     "new_tool_use_id",
     "parse_request",
     "stop_reason",
-    "stream_events",
     "to_chat_request",
 ]
 
@@ -522,31 +522,33 @@ class StreamEncoder:
         return _event("error", {"error": body["error"]})
 
 
-async def stream_events(
-    group: RequestGroup, prepared: PreparedChat, encoder: StreamEncoder, id_factory: Callable[[], str]
-) -> AsyncIterator[bytes]:
-    """The SSE body of a streamed message (one choice); cancels the request however it ends."""
-    parser = prepared.parser(id_factory)
-    queue = group.queue
-    try:
-        yield encoder.start(len(group.requests[0].prompt))
-        while True:
-            _, ev = await queue.get()
-            if isinstance(ev, TokenEvent):
-                for d in parser.feed(ev.text):
-                    for chunk in encoder.delta(d):
-                        yield chunk
-            elif isinstance(ev, DoneEvent):
-                tail, reason = parser.finish(ev.finish_reason)
-                for d in tail:
-                    for chunk in encoder.delta(d):
-                        yield chunk
-                for chunk in encoder.finish(reason, ev.stop, ev.usage, len(group.requests[0].prompt)):
-                    yield chunk
-                return
-            elif isinstance(ev, ErrorEvent):
-                group.cancel()
-                yield encoder.error(ev.error)
-                return
-    finally:
-        group.cancel()
+class MessageStream:
+    """The SSE events of a streamed message (one choice), for :func:`.sse.pump`."""
+
+    def __init__(
+        self,
+        group: RequestGroup,
+        prepared: PreparedChat,
+        encoder: StreamEncoder,
+        id_factory: Callable[[], str],
+    ) -> None:
+        self.parser = prepared.parser(id_factory)
+        self.encoder = encoder
+        self.n_prompt = len(group.requests[0].prompt)
+
+    def start(self) -> Iterable[bytes]:
+        return [self.encoder.start(self.n_prompt)]
+
+    async def token(self, index: int, ev: TokenEvent) -> Iterable[bytes]:
+        return [chunk for d in self.parser.feed(ev.text) for chunk in self.encoder.delta(d)]
+
+    def done(self, index: int, ev: DoneEvent) -> Iterable[bytes]:
+        tail, reason = self.parser.finish(ev.finish_reason)
+        out = [chunk for d in tail for chunk in self.encoder.delta(d)]
+        return out + self.encoder.finish(reason, ev.stop, ev.usage, self.n_prompt)
+
+    def error(self, exc: BaseException) -> Iterable[bytes]:
+        return [self.encoder.error(exc)]
+
+    def end(self) -> Iterable[bytes]:
+        return []

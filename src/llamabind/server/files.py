@@ -24,20 +24,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from ..errors import FileStoreError
+
 __all__ = ["FileStore", "FileStoreError", "StoredFile", "create_files_router"]
 
 #: Purposes the OpenAI API defines (others are accepted too, as free-form strings).
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _MULTIPART_SLACK = 64 * 1024  # form boundaries, headers and the small text fields
-
-
-class FileStoreError(Exception):
-    """A refused store operation; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 400, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 @dataclass(frozen=True)

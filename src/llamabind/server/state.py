@@ -16,6 +16,7 @@ import numpy.typing as npt
 
 from ..batching import DoneEvent, ErrorEvent, Event, GenRequest, Scheduler
 from ..core import Model
+from ..errors import EmbeddingError
 from ..generation.chat import ChatFormatter
 from ..generation.sampling import SamplingParams
 from ..multimodal import MediaPolicy, MediaResolver, MtmdContext
@@ -146,7 +147,7 @@ class EmbeddingService:
 
         for i, toks in enumerate(seqs):
             if not toks:
-                raise ValueError(f"input[{i}] is empty")
+                raise EmbeddingError(f"input[{i}] is empty")
             self.model.vocab.check(toks)
             if len(toks) > self.n_ctx:
                 raise ContextOverflowError(
@@ -273,10 +274,7 @@ class ServerState:
                 self.draft = Model(cfg.draft_model, n_gpu_layers=cfg.draft_n_gpu_layers)
             self.scheduler = Scheduler(self.model, cfg.scheduler, draft_model=self.draft)
         except BaseException:
-            if self.mtmd is not None:
-                self.mtmd.close()
-            if self.draft is not None:
-                self.draft.close()
+            self._close_side_models()
             raise
         if cfg.loras:
             sched = self.scheduler
@@ -284,18 +282,25 @@ class ServerState:
                 sched.run_in_engine(lambda: sched.ctx.set_loras(list(cfg.loras)))
             except BaseException:
                 sched.shutdown()
+                self._close_side_models()
                 raise
         self.embeddings = EmbeddingService(self.model, self.scheduler, cfg)
         path = self.model.path
         self.alias = cfg.model_alias or path.stem
         self.names = frozenset({self.alias, path.name, path.stem})
 
+    def _close_side_models(self) -> None:
+        """Free the projector and the draft model (the scheduler is stopped or was never built)."""
+        if self.mtmd is not None:
+            self.mtmd.close()
+            self.mtmd = None
+        if self.draft is not None:
+            self.draft.close()
+            self.draft = None
+
     def close(self) -> None:
         self.scheduler.shutdown()
         self.embeddings.close()
-        if self.mtmd is not None:
-            self.mtmd.close()
-        if self.draft is not None:
-            self.draft.close()
+        self._close_side_models()
         if self.owns_model:
             self.model.close()

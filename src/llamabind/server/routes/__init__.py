@@ -1,0 +1,1 @@
+"""The HTTP routers; :func:`llamabind.server.create_app` includes them all."""
