@@ -66,7 +66,7 @@ from .generation.sampling import SamplingParams
 from .grammar import Grammar, json_schema_to_gbnf, validate_gbnf
 from .incremental import IncrementalChat, IncrementalPrefill
 from .kvcache import KV_CACHE_TYPES, kv_type_report, perplexity
-from .models import default_model_path
+from .default_model import default_model_path
 from .multimodal import (
     Bitmap,
     MediaChunk,
