@@ -111,7 +111,7 @@ def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]
     from gguf import GGUFValueType
     from gguf.constants import GGMLQuantizationType
 
-    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, write_gguf
+    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, src_tensors, write_gguf
 
     dst = directory / "minilm-reranker-random-head.gguf"
     src = build_minilm_gguf(directory)
@@ -130,16 +130,7 @@ def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]
         KVEntry(e.key, 4, GGUFValueType.UINT32) if e.key == "bert.pooling_type" else e
         for e in kv_entries(reader)
     ]
-    tensors = [
-        OutTensor(
-            t.name,
-            tuple(int(d) for d in reversed(list(t.shape))),
-            t.tensor_type,
-            int(t.n_bytes),
-            lambda t=t: t.data,
-        )
-        for t in reader.tensors
-    ]
+    tensors = [OutTensor(t.name, t.shape, t.qtype, t.nbytes, t.data) for t in src_tensors(reader)]
     for name, arr in head.items():
         tensors.append(OutTensor(name, arr.shape, GGMLQuantizationType.F32, arr.nbytes, lambda a=arr: a))
     tmp = dst.with_suffix(".tmp")
