@@ -10,6 +10,7 @@ then rename), so a half-written file is never reused.
     build_split_smollm2(dir, ...)        SmolLM2 split into shards, list of shard paths
     build_minilm_gguf(dir, outtype=...)  all-MiniLM-L6-v2 converted to a llama.cpp `bert` GGUF
     minilm_reference()                   tests/data/minilm_reference.json (sentence-transformers vectors)
+    build_metadata_variant(dir, name, f) SmolLM2 metadata only (no tensors), mutated by f(kv)
 """
 
 from __future__ import annotations
@@ -137,3 +138,19 @@ def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]
     write_gguf(tmp, kv, tensors, alignment=int(reader.alignment))
     tmp.replace(dst)
     return dst, head
+
+
+def build_metadata_variant(directory: Path, name: str, mutate: Any) -> Path:
+    """SmolLM2's metadata without its tensors, passed through `mutate(kv) -> kv` (a list of KVEntry).
+
+    Small (the vocabulary only): for checks that refuse a file before llama.cpp reads any tensor.
+    """
+    from llamabind.gguf_tools._io import kv_entries, open_gguf, write_gguf
+
+    out = Path(directory) / f"smollm2-meta-{name}.gguf"
+    if not out.is_file():
+        kv = mutate(kv_entries(open_gguf(smollm2_q4_path())))
+        tmp = out.with_suffix(".tmp")
+        write_gguf(tmp, kv, [])
+        tmp.replace(out)
+    return out

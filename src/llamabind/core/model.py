@@ -13,6 +13,7 @@ from .._native import model as nmodel
 from ..errors import ModelLoadError
 from ._owner import NativeOwner
 from .gguf_file import check_gguf_magic
+from .gguf_sanity import check_model_metadata
 from .shards import shard_paths
 from .types import SPLIT_MODES
 from .vocab import Vocab
@@ -80,6 +81,7 @@ class Model(NativeOwner):
             paths = shard_paths(paths[0])  # the other shards of a split model, found by name
         for p in paths:
             _check_file(p)
+        check_model_metadata(paths[0], params.kv_overrides)  # what would abort llama.cpp's loader
         self.paths: list[Path] = paths
         nbackend.backend_init()
         devices = list(params.devices)
