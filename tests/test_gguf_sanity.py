@@ -63,7 +63,11 @@ CASES: dict[str, tuple[Callable[[KV], KV], dict[str, Any], str]] = {
         {},
         "llama.expert_used_count=8 is out of range (1..llama.expert_count=4)",
     ),
-    "used-without-experts": (_set("llama.expert_used_count", 2), {}, "llama.expert_used_count=2 but the model"),
+    "used-without-experts": (
+        _set("llama.expert_used_count", 2),
+        {},
+        "llama.expert_used_count=2 but the model",
+    ),
     "dup-token": (
         _edit_array("tokenizer.ggml.tokens", _dup_token),
         {},

@@ -72,7 +72,9 @@ def _check_vocab(header: GGUFHeader, overridden: set[str], path: Path) -> None:
             seen[tok] = i
 
 
-def check_model_metadata(path: Path, kv_overrides: Mapping[str, int | float | bool | str] | None = None) -> None:
+def check_model_metadata(
+    path: Path, kv_overrides: Mapping[str, int | float | bool | str] | None = None
+) -> None:
     """Refuse, with ModelLoadError naming the key, metadata that would abort llama.cpp's loader.
 
     `path` is the model's (first) GGUF file; `kv_overrides` are applied before checking. A file

@@ -119,9 +119,12 @@ def _gbnf_char(cp: int, in_class: bool) -> str:
     return c
 
 
-def _lit(text: str) -> str:
+def gbnf_literal(text: str) -> str:
     """A GBNF string literal matching `text` exactly."""
     return '"' + "".join(_gbnf_char(ord(c), False) for c in text) + '"'
+
+
+_lit = gbnf_literal
 
 
 def _cls(ranges: list[tuple[int, int]]) -> str:
