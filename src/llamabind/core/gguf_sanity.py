@@ -31,7 +31,7 @@ def _int_value(key: str, value: Any, path: Path) -> int | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
         raise ModelLoadError(f"{path}: metadata key {key} must be an integer, got {value!r}")
-    return value
+    return int(value)
 
 
 def _check_counts(meta: Mapping[str, Any], arch: str, path: Path) -> None:
