@@ -10,6 +10,7 @@ then rename), so a half-written file is never reused.
     build_split_smollm2(dir, ...)        SmolLM2 split into shards, list of shard paths
     build_minilm_gguf(dir, outtype=...)  all-MiniLM-L6-v2 converted to a llama.cpp `bert` GGUF
     minilm_reference()                   tests/data/minilm_reference.json (sentence-transformers vectors)
+    build_metadata_variant(dir, name, f) SmolLM2 metadata only (no tensors), mutated by f(kv)
 """
 
 from __future__ import annotations
@@ -111,7 +112,7 @@ def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]
     from gguf import GGUFValueType
     from gguf.constants import GGMLQuantizationType
 
-    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, write_gguf
+    from llamabind.gguf_tools._io import KVEntry, OutTensor, kv_entries, open_gguf, src_tensors, write_gguf
 
     dst = directory / "minilm-reranker-random-head.gguf"
     src = build_minilm_gguf(directory)
@@ -130,19 +131,26 @@ def build_minilm_reranker(directory: Path) -> tuple[Path, dict[str, np.ndarray]]
         KVEntry(e.key, 4, GGUFValueType.UINT32) if e.key == "bert.pooling_type" else e
         for e in kv_entries(reader)
     ]
-    tensors = [
-        OutTensor(
-            t.name,
-            tuple(int(d) for d in reversed(list(t.shape))),
-            t.tensor_type,
-            int(t.n_bytes),
-            lambda t=t: t.data,
-        )
-        for t in reader.tensors
-    ]
+    tensors = [OutTensor(t.name, t.shape, t.qtype, t.nbytes, t.data) for t in src_tensors(reader)]
     for name, arr in head.items():
         tensors.append(OutTensor(name, arr.shape, GGMLQuantizationType.F32, arr.nbytes, lambda a=arr: a))
     tmp = dst.with_suffix(".tmp")
     write_gguf(tmp, kv, tensors, alignment=int(reader.alignment))
     tmp.replace(dst)
     return dst, head
+
+
+def build_metadata_variant(directory: Path, name: str, mutate: Any) -> Path:
+    """SmolLM2's metadata without its tensors, passed through `mutate(kv) -> kv` (a list of KVEntry).
+
+    Small (the vocabulary only): for checks that refuse a file before llama.cpp reads any tensor.
+    """
+    from llamabind.gguf_tools._io import kv_entries, open_gguf, write_gguf
+
+    out = Path(directory) / f"smollm2-meta-{name}.gguf"
+    if not out.is_file():
+        kv = mutate(kv_entries(open_gguf(smollm2_q4_path())))
+        tmp = out.with_suffix(".tmp")
+        write_gguf(tmp, kv, [])
+        tmp.replace(out)
+    return out

@@ -25,7 +25,7 @@ from llamabind.gguf_tools import (
     shard_paths,
     split_gguf,
 )
-from llamabind.gguf_tools._io import kv_entries
+from llamabind.gguf_tools._io import kv_entries, open_gguf
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def _reader(path: Path) -> GGUFReader:
 
 
 def _kv(path: Path) -> list[tuple[str, Any, GGUFValueType, GGUFValueType | None]]:
-    return [(e.key, e.value, e.vtype, e.sub_type) for e in kv_entries(_reader(path))]
+    return [(e.key, e.value, e.vtype, e.sub_type) for e in kv_entries(open_gguf(path))]
 
 
 def _field(reader: GGUFReader, key: str) -> tuple[Any, GGUFValueType]:

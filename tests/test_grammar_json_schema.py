@@ -14,7 +14,7 @@ import pytest
 from gbnf_matcher import GbnfMatcher, matches, sample
 from llamabind.errors import GrammarError, SchemaError
 from llamabind.grammar import Grammar, json_schema_to_gbnf, parse_gbnf, validate_gbnf
-from llamabind.grammar import json_schema as js
+from llamabind.grammar import _emit as js  # the GBNF emitter (repetitions)
 
 _FORMATS = jsonschema.FormatChecker()
 

@@ -13,6 +13,7 @@ from gguf import GGUFReader
 
 import llamabind as lb
 from fixtures_gguf import build_f16_smollm2, build_split_smollm2, smollm2_q4_path
+from llamabind.core.gguf_file import read_header
 from llamabind.kvcache import greedy_tokens
 from llamabind.quantize import (
     FileType,
@@ -25,7 +26,6 @@ from llamabind.quantize import (
     read_imatrix,
     write_imatrix,
 )
-from llamabind.quantize._gguf import read_header
 
 THREADS = 1  # shared test machine
 PROMPT = "The capital of France is"

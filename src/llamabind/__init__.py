@@ -37,6 +37,7 @@ from .core import (
     system_info,
 )
 from .core.batch_ext import BatchExt
+from .default_model import default_model_path
 from .embeddings import Embedder, EmbeddingError, RerankResult, cosine_similarity, embed, rerank
 from .errors import (
     AbortedError,
@@ -66,7 +67,6 @@ from .generation.sampling import SamplingParams
 from .grammar import Grammar, json_schema_to_gbnf, validate_gbnf
 from .incremental import IncrementalChat, IncrementalPrefill
 from .kvcache import KV_CACHE_TYPES, kv_type_report, perplexity
-from .models import default_model_path
 from .multimodal import (
     Bitmap,
     MediaChunk,

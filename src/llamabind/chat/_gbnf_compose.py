@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from llamabind.grammar._emit import gbnf_literal
+
 __all__ = ["defined_rules", "gbnf_literal", "json_string_literal", "prefix_rules", "rule_name"]
 
 _WORD = re.compile(r"[a-zA-Z0-9-]+")
@@ -105,28 +107,6 @@ def rule_name(text: str) -> str:
     """A GBNF-safe rule-name fragment derived from arbitrary text (e.g. a tool name)."""
     cleaned = re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
     return cleaned or "x"
-
-
-def gbnf_literal(text: str) -> str:
-    """``text`` as a GBNF double-quoted string literal."""
-    out = ['"']
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
 
 
 def json_string_literal(text: str) -> str:

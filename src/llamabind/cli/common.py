@@ -193,7 +193,7 @@ def resolve_model_path(args: argparse.Namespace) -> Path:
         return Path(resolved.paths[0])
     if getattr(args, "model", None):
         return Path(os.path.expanduser(args.model))
-    from ..models import default_model_path
+    from ..default_model import default_model_path
 
     return default_model_path()
 

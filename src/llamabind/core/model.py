@@ -12,6 +12,8 @@ from .._native import backend as nbackend
 from .._native import model as nmodel
 from ..errors import ModelLoadError
 from ._owner import NativeOwner
+from .gguf_file import check_gguf_magic
+from .gguf_sanity import check_model_metadata
 from .shards import shard_paths
 from .types import SPLIT_MODES
 from .vocab import Vocab
@@ -19,8 +21,6 @@ from .vocab import Vocab
 __all__ = ["Model", "ModelParams"]
 
 PathLike = str | os.PathLike[str]
-_GGUF_MAGIC = b"GGUF"
-_MIN_GGUF_BYTES = 24  # magic + version + tensor count + kv count
 
 
 @dataclass
@@ -53,15 +53,7 @@ def _check_file(path: Path) -> None:
         raise ModelLoadError(f"model file not found: {path}")
     if path.is_dir():
         raise ModelLoadError(f"model path is a directory, not a GGUF file: {path}")
-    try:
-        with path.open("rb") as f:
-            head = f.read(_MIN_GGUF_BYTES)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {path}: {exc}") from exc
-    if head[:4] != _GGUF_MAGIC:
-        raise ModelLoadError(f"not a GGUF file (bad magic {head[:4]!r}): {path}")
-    if len(head) < _MIN_GGUF_BYTES:
-        raise ModelLoadError(f"truncated GGUF file ({len(head)} bytes): {path}")
+    check_gguf_magic(path)
 
 
 class Model(NativeOwner):
@@ -92,6 +84,7 @@ class Model(NativeOwner):
             paths = shard_paths(paths[0])  # the other shards of a split model, found by name
         for p in paths:
             _check_file(p)
+        check_model_metadata(paths[0], params.kv_overrides)  # what would abort llama.cpp's loader
         self.paths: list[Path] = paths
         nbackend.backend_init()
         devices = list(params.devices)

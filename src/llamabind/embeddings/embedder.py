@@ -375,7 +375,7 @@ def embed(
 ) -> FloatArray:
     """One-shot embeddings (creates and closes an :class:`Embedder`); ``model`` defaults to the embedded model."""
     if model is None:
-        from ..models import default_model_path
+        from ..default_model import default_model_path
 
         model = default_model_path()
     with Embedder(model, pooling=pooling, normalize=normalize, **kwargs) as e:

@@ -1,4 +1,5 @@
-"""Shared GGUF reading/writing helpers for the gguf_tools package (built on the `gguf` package)."""
+"""Shared GGUF helpers for the gguf_tools package: reading through llamabind's one GGUF reader
+(`llamabind.core.gguf_file`), writing with the `gguf` package's writer."""
 
 from __future__ import annotations
 
@@ -12,20 +13,23 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from gguf import GGUFEndian, GGUFReader, GGUFValueType, GGUFWriter
+from gguf import GGUFEndian, GGUFValueType, GGUFWriter
 from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from llamabind.core.gguf_file import GGUFArray, GGUFHeader, read_header
 from llamabind.errors import GGUFToolError, ModelLoadError
 
 __all__ = [
     "GGUFToolError",
     "KVEntry",
     "OutTensor",
+    "SrcTensor",
     "kv_entries",
     "logical_shape",
     "open_gguf",
     "read_metadata",
     "reject_split",
+    "src_tensors",
     "tensor_nbytes",
     "write_gguf",
 ]
@@ -56,26 +60,25 @@ class OutTensor:
     data: Callable[[], npt.NDArray[Any]]
 
 
-def open_gguf(path: PathLike) -> GGUFReader:
-    """Open a GGUF file read-only (memory-mapped), raising ModelLoadError with a clear message on failure."""
+def open_gguf(path: PathLike) -> GGUFHeader:
+    """Read a GGUF file's header (metadata + tensor infos), raising ModelLoadError with a clear message."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"GGUF file not found: {p}")
     if p.is_dir():
         raise ModelLoadError(f"expected a GGUF file but got a directory: {p}")
     try:
-        return GGUFReader(p, "r")
-    except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
+        return read_header(p)
+    except (ValueError, OSError) as exc:
         raise ModelLoadError(f"{p} is not a readable GGUF file: {exc}") from exc
 
 
-def reject_split(reader: GGUFReader, path: PathLike, action: str) -> None:
-    """Raise GGUFToolError when `reader` is one shard of a split model (split.count > 1)."""
-    field = reader.get_field("split.count")
-    if field is not None and int(field.parts[-1][0]) > 1:
+def reject_split(header: GGUFHeader, path: PathLike, action: str) -> None:
+    """Raise GGUFToolError when `header` is one shard of a split model (split.count > 1)."""
+    count = header.get("split.count")
+    if isinstance(count, int) and count > 1:
         raise GGUFToolError(
-            f"{Path(path).name} is one shard of a {int(field.parts[-1][0])}-file split model: "
-            f"merge the shards before you {action} it"
+            f"{Path(path).name} is one shard of a {count}-file split model: merge the shards before you {action} it"
         )
 
 
@@ -94,34 +97,61 @@ def tensor_nbytes(shape: Sequence[int], qtype: GGMLQuantizationType) -> int:
     return n // block_size * type_size
 
 
-def _field_sub_type(field: Any) -> GGUFValueType:
-    # parts = [key_len, key_bytes, value_type, item_type, length, items...]: the item type is stored
-    # even for an empty array, where `field.types` only holds ARRAY.
-    return GGUFValueType(int(field.parts[3][0]))
+@dataclass(frozen=True)
+class SrcTensor:
+    """A tensor of an input file: GGML `ne` order dims, type, byte size, raw bytes on demand (mmap)."""
+
+    header: GGUFHeader
+    name: str
+    ne: tuple[int, ...]
+    qtype: GGMLQuantizationType
+    nbytes: int
+    offset: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return logical_shape(self.ne)
+
+    @property
+    def n_elements(self) -> int:
+        n = 1
+        for d in self.ne:
+            n *= d
+        return n
+
+    def data(self) -> npt.NDArray[np.uint8]:
+        start = self.header.data_offset + self.offset
+        if start + self.nbytes > self.header.file_size:
+            raise GGUFToolError(f"{self.header.path.name}: tensor {self.name!r} is truncated")
+        return np.memmap(self.header.path, dtype=np.uint8, mode="r", offset=start, shape=(self.nbytes,))
 
 
-def kv_entries(reader: GGUFReader, *, skip: Callable[[str], bool] | None = None) -> list[KVEntry]:
-    """Every metadata key/value of `reader` in file order, with exact value types; strings stay raw bytes."""
+def src_tensors(header: GGUFHeader) -> list[SrcTensor]:
+    """The tensors of `header`'s file, in file order."""
+    out: list[SrcTensor] = []
+    for t in header.tensors:
+        try:
+            qtype = GGMLQuantizationType(t.type_id)
+        except ValueError as exc:
+            raise GGUFToolError(f"tensor {t.name!r}: unknown GGML type {t.type_id}") from exc
+        out.append(SrcTensor(header, t.name, t.ne, qtype, tensor_nbytes(t.ne, qtype), t.offset))
+    return out
+
+
+def kv_entries(header: GGUFHeader, *, skip: Callable[[str], bool] | None = None) -> list[KVEntry]:
+    """Every metadata key/value of `header` in file order, with exact value types; strings stay raw bytes."""
     out: list[KVEntry] = []
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF."):
-            continue  # header pseudo-fields (version, counts)
-        if skip is not None and skip(key):
+    for e in header.kv:
+        if skip is not None and skip(e.key):
             continue
-        vtype = GGUFValueType(field.types[0])
-        if vtype == GGUFValueType.STRING:
-            out.append(KVEntry(key, bytes(field.parts[-1]), vtype))
-        elif vtype == GGUFValueType.ARRAY:
-            sub = _field_sub_type(field)
+        vtype = GGUFValueType(e.vtype)
+        if isinstance(e.value, GGUFArray):
+            sub = GGUFValueType(e.value.sub_type)
             if sub == GGUFValueType.ARRAY:
-                raise GGUFToolError(f"metadata key {key!r} holds nested arrays, which are not supported")
-            if sub == GGUFValueType.STRING:
-                items: list[Any] = [bytes(field.parts[i]) for i in field.data]
-            else:
-                items = [field.parts[i].tolist()[0] for i in field.data]
-            out.append(KVEntry(key, items, vtype, sub))
+                raise GGUFToolError(f"metadata key {e.key!r} holds nested arrays, which are not supported")
+            out.append(KVEntry(e.key, list(header.array(e.key)), vtype, sub))
         else:
-            out.append(KVEntry(key, field.parts[-1].tolist()[0], vtype))
+            out.append(KVEntry(e.key, e.value, vtype))
     return out
 
 

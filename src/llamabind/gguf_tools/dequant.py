@@ -1,4 +1,5 @@
-"""Dequantize a GGUF model to an F16 copy (1-D tensors and norms stay F32), with the gguf package."""
+"""Dequantize a GGUF model to an F16 copy (1-D tensors and norms stay F32), with the gguf package's
+dequantizers."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGUFValueType, LlamaFileType
 from gguf.constants import GGMLQuantizationType, Keys
-from gguf.gguf_reader import ReaderTensor
 from gguf.quants import dequantize
 
 from ._io import (
@@ -20,10 +20,11 @@ from ._io import (
     KVEntry,
     OutTensor,
     PathLike,
+    SrcTensor,
     kv_entries,
-    logical_shape,
     open_gguf,
     reject_split,
+    src_tensors,
     write_gguf,
 )
 
@@ -48,22 +49,23 @@ _INT_TYPES = frozenset(
 _FLOAT_SOURCE = frozenset({GGMLQuantizationType.F32, GGMLQuantizationType.F64, GGMLQuantizationType.BF16})
 
 
-def _keeps_f32(t: ReaderTensor) -> bool:
-    return len(t.shape) <= 1 or any(s in t.name for s in _KEEP_F32_SUBSTRINGS)
+def _keeps_f32(t: SrcTensor) -> bool:
+    return len(t.ne) <= 1 or any(s in t.name for s in _KEEP_F32_SUBSTRINGS)
 
 
-def _as_f32(t: ReaderTensor) -> npt.NDArray[np.float32]:
-    shape = logical_shape(t.shape)
-    if t.tensor_type == GGMLQuantizationType.F64:
-        return np.asarray(t.data, dtype=np.float32).reshape(shape)
+def _as_f32(t: SrcTensor) -> npt.NDArray[np.float32]:
+    shape = t.shape
+    raw = np.asarray(t.data())
+    if t.qtype == GGMLQuantizationType.F64:
+        return raw.view(np.float64).astype(np.float32).reshape(shape)
     try:
-        out = dequantize(np.asarray(t.data), t.tensor_type)
+        out = dequantize(raw, t.qtype)
     except NotImplementedError as exc:
-        raise GGUFToolError(f"tensor {t.name!r}: cannot dequantize type {t.tensor_type.name}: {exc}") from exc
+        raise GGUFToolError(f"tensor {t.name!r}: cannot dequantize type {t.qtype.name}: {exc}") from exc
     return np.asarray(out, dtype=np.float32).reshape(shape)
 
 
-def _to_f16(t: ReaderTensor) -> npt.NDArray[np.float16]:
+def _to_f16(t: SrcTensor) -> npt.NDArray[np.float16]:
     arr = _as_f32(t)
     big = np.abs(arr) > _F16_MAX
     if np.any(big):
@@ -72,27 +74,27 @@ def _to_f16(t: ReaderTensor) -> npt.NDArray[np.float16]:
     return arr.astype(np.float16)
 
 
-def _fits_f16(t: ReaderTensor) -> bool:
+def _fits_f16(t: SrcTensor) -> bool:
     # cheap check for float sources (no dequantization needed): decides F16 vs F32 before writing
     arr = _as_f32(t)
     finite = arr[np.isfinite(arr)]
     return finite.size == 0 or float(np.abs(finite).max()) <= _F16_MAX
 
 
-def _plan_tensor(t: ReaderTensor) -> OutTensor:
-    shape = logical_shape(t.shape)
-    n = int(t.n_elements)
-    if t.tensor_type in _INT_TYPES:
-        target = t.tensor_type
-    elif _keeps_f32(t) or (t.tensor_type in _FLOAT_SOURCE and not _fits_f16(t)):
+def _plan_tensor(t: SrcTensor) -> OutTensor:
+    shape = t.shape
+    n = t.n_elements
+    if t.qtype in _INT_TYPES:
+        target = t.qtype
+    elif _keeps_f32(t) or (t.qtype in _FLOAT_SOURCE and not _fits_f16(t)):
         target = GGMLQuantizationType.F32
     else:
         target = GGMLQuantizationType.F16
 
     data: Callable[[], npt.NDArray[Any]]
-    if target == t.tensor_type:
-        data = functools.partial(np.asarray, t.data)  # byte-for-byte copy
-        nbytes = int(t.n_bytes)
+    if target == t.qtype:
+        data = t.data  # byte-for-byte copy
+        nbytes = t.nbytes
     elif target == GGMLQuantizationType.F32:
         data = functools.partial(_as_f32, t)
         nbytes = n * 4
@@ -120,13 +122,12 @@ def dequantize_to_f16(src: PathLike, dst: PathLike, *, progress: bool = False) -
         kv = [ftype if e.key == ftype.key else e for e in kv]
     else:
         kv.append(ftype)
-    tensors = [_plan_tensor(t) for t in reader.tensors]
+    tensors = [_plan_tensor(t) for t in src_tensors(reader)]
     return write_gguf(
         dst,
         kv,
         tensors,
         alignment=int(reader.alignment),
-        endianess=reader.endianess,
         progress=progress,
         desc=f"F16 {Path(dst).name}",
     )

@@ -16,14 +16,13 @@ A model so split loads from its first shard's path, or from the list of all shar
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy.typing as npt
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGUFValueType
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT, Keys
 
+from llamabind.core.gguf_file import GGUFHeader
 from llamabind.core.shards import SHARD_RE, shard_name, shard_paths
 
 from ._io import (
@@ -32,9 +31,9 @@ from ._io import (
     OutTensor,
     PathLike,
     kv_entries,
-    logical_shape,
     open_gguf,
     reject_split,
+    src_tensors,
     write_gguf,
 )
 
@@ -80,30 +79,16 @@ def parse_size(text: str | int) -> int:
     return size
 
 
-def _field_int(reader: GGUFReader, key: str) -> int | None:
-    field = reader.get_field(key)
-    if field is None:
-        return None
-    return int(field.parts[-1][0])
+def _field_int(header: GGUFHeader, key: str) -> int | None:
+    value = header.get(key)
+    return int(value) if isinstance(value, int) else None
 
 
-def _const(arr: npt.NDArray[Any]) -> Callable[[], npt.NDArray[Any]]:
-    return lambda: arr
-
-
-def _copy_tensors(reader: GGUFReader) -> list[OutTensor]:
-    out: list[OutTensor] = []
-    for t in reader.tensors:
-        out.append(
-            OutTensor(
-                name=t.name,
-                shape=logical_shape(t.shape),
-                qtype=t.tensor_type,
-                nbytes=int(t.n_bytes),
-                data=_const(t.data),
-            )
-        )
-    return out
+def _copy_tensors(header: GGUFHeader) -> list[OutTensor]:
+    return [
+        OutTensor(name=t.name, shape=t.shape, qtype=t.qtype, nbytes=t.nbytes, data=t.data)
+        for t in src_tensors(header)
+    ]
 
 
 def _pad(n: int, align: int) -> int:
@@ -195,7 +180,6 @@ def split_gguf(
             kv,
             shard,
             alignment=align,
-            endianess=reader.endianess,
             progress=progress,
             desc=f"shard {i + 1}/{count}",
         )
@@ -242,8 +226,6 @@ def merge_gguf(
         no = _field_int(r, KEY_SPLIT_NO)
         if len(paths) > 1 and no != i:
             raise GGUFToolError(f"shard {p.name} has {KEY_SPLIT_NO}={no}, expected {i}: shards out of order?")
-        if r.endianess != first.endianess:
-            raise GGUFToolError(f"shard {p.name} has a different byte order from the first shard")
     tensors: list[OutTensor] = []
     for r in readers:
         tensors.extend(_copy_tensors(r))
@@ -259,7 +241,6 @@ def merge_gguf(
         kv,
         tensors,
         alignment=int(first.alignment),
-        endianess=first.endianess,
         progress=progress,
         desc=f"merge {dst_path.name}",
     )

@@ -10,11 +10,11 @@ from llamabind.grammar.gbnf import (
     JSON_ARRAY_GBNF,
     JSON_GBNF,
     JSON_OBJECT_GBNF,
-    Grammar,
     ParsedGrammar,
     parse_gbnf,
     validate_gbnf,
 )
+from llamabind.grammar.grammar import Grammar
 from llamabind.grammar.json_schema import json_schema_to_gbnf
 
 __all__ = [

@@ -16,10 +16,9 @@ repetitions and parenthesised groups become generated rules named
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from llamabind.errors import GrammarError
 
@@ -31,7 +30,6 @@ __all__ = [
     "AnyChar",
     "CharClass",
     "Element",
-    "Grammar",
     "ParsedGrammar",
     "Rule",
     "RuleRef",
@@ -665,49 +663,3 @@ JSON_OBJECT_GBNF = "root ::= object\n" + _JSON_COMMON
 
 #: Any JSON array.
 JSON_ARRAY_GBNF = "root ::= array\n" + _JSON_COMMON
-
-
-# --------------------------------------------------------------------------------------------
-# Grammar
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Grammar:
-    """A validated GBNF grammar and its start rule; constructing one validates it."""
-
-    text: str
-    root: str = "root"
-
-    def __post_init__(self) -> None:
-        validate_gbnf(self.text, self.root)
-
-    @classmethod
-    def from_string(cls, text: str, root: str = "root") -> Grammar:
-        return cls(text, root)
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str], root: str = "root") -> Grammar:
-        with open(path, encoding="utf-8") as f:
-            return cls(f.read(), root)
-
-    @classmethod
-    def from_json_schema(cls, schema: dict[str, Any] | bool) -> Grammar:
-        from llamabind.grammar.json_schema import json_schema_to_gbnf
-
-        return cls(json_schema_to_gbnf(schema))
-
-    @classmethod
-    def json(cls) -> Grammar:
-        """Any JSON value."""
-        return cls(JSON_GBNF)
-
-    @classmethod
-    def json_object(cls) -> Grammar:
-        """Any JSON object."""
-        return cls(JSON_OBJECT_GBNF)
-
-    @classmethod
-    def json_array(cls) -> Grammar:
-        """Any JSON array."""
-        return cls(JSON_ARRAY_GBNF)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from .._native import mtmd as nm
 from ..core import Batch, Context, Model, default_threads
 from ..core._owner import NativeOwner
+from ..core.gguf_file import check_gguf_magic
 from ..errors import AbortedError, ContextOverflowError, DecodeError, NoKvSlotError, UnsupportedError
 from .errors import MediaError, ProjectorError
 from .sniff import MediaInfo, sniff
@@ -105,10 +106,7 @@ def find_mmproj(model_path: PathLike) -> Path | None:
 def _check_gguf(path: Path) -> None:
     if not path.is_file():
         raise ProjectorError(f"projector file not found: {path}")
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ProjectorError(f"not a GGUF file (bad magic {magic!r}): {path}")
+    check_gguf_magic(path, error=ProjectorError)
 
 
 def _sha256(*parts: bytes) -> str:

@@ -23,10 +23,10 @@ import numpy.typing as npt
 
 from .._native import quantize as nquant
 from .._native.backend import ggml_type_info
+from ..core.gguf_file import GGUFHeader, read_header
 from ..core.params import default_threads
 from ..core.shards import SHARD_RE, shard_paths
 from ..errors import ModelLoadError, QuantizeError
-from ._gguf import GGUFHeader, read_header
 from .imatrix import ImatrixData, check_finite, read_imatrix
 from .types import IMATRIX_REQUIRED_TYPES, FileType, file_type, tensor_type_id
 

@@ -25,8 +25,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from ..core.gguf_file import check_gguf_magic, read_header
 from ..errors import QuantizeError
-from ._gguf import read_header
 
 __all__ = ["ImatrixData", "read_imatrix", "write_imatrix"]
 
@@ -142,10 +142,8 @@ def read_imatrix(path: str | os.PathLike[str]) -> ImatrixData:
     p = Path(path)
     if not p.is_file():
         raise QuantizeError(f"imatrix file not found: {p}")
-    with p.open("rb") as f:
-        magic = f.read(4)
     try:
-        result = _read_gguf(p) if magic == b"GGUF" else _read_dat(p)
+        result = _read_gguf(p) if check_gguf_magic(p, error=None) else _read_dat(p)
     except (ValueError, OSError) as exc:
         raise QuantizeError(f"cannot read imatrix {p}: {exc}") from exc
     check_finite(result.entries, str(p))

@@ -1,0 +1,321 @@
+"""JSON Schema normalisation: keyword families, plain (combinator-free) schemas, allOf merging,
+JSON type checks."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from llamabind.errors import SchemaError
+
+from ._emit import _fail, _ptr
+
+_ANNOTATIONS = frozenset(
+    "title description examples default deprecated readOnly writeOnly $schema $id id $anchor"
+    " $dynamicAnchor $recursiveAnchor $comment $vocabulary contentMediaType contentEncoding"
+    " contentSchema $defs definitions".split()
+)
+_UNSUPPORTED = frozenset(
+    "not if then else patternProperties propertyNames dependentRequired dependentSchemas"
+    " dependencies unevaluatedProperties unevaluatedItems contains minContains maxContains"
+    " maxProperties multipleOf $dynamicRef $recursiveRef".split()
+)
+_COMBINATORS = frozenset({"allOf", "anyOf", "oneOf", "$ref"})
+_FAMILY_OF = {
+    "properties": "object",
+    "required": "object",
+    "additionalProperties": "object",
+    "items": "array",
+    "prefixItems": "array",
+    "additionalItems": "array",
+    "minItems": "array",
+    "maxItems": "array",
+    "minLength": "string",
+    "maxLength": "string",
+    "pattern": "string",
+    "format": "string",
+    "minimum": "number",
+    "maximum": "number",
+    "exclusiveMinimum": "number",
+    "exclusiveMaximum": "number",
+}
+_TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+
+# Limits that keep grammars (and the work to build them) reasonable.
+
+
+# --------------------------------------------------------------------------------------------
+# Primitive rules (added to the output only when used)
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical(value: Any) -> str:
+    """A key equal for JSON-equal values (1 == 1.0, but true != 1)."""
+
+    def norm(v: Any) -> Any:
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        if isinstance(v, dict):
+            return {k: norm(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [norm(x) for x in v]
+        return v
+
+    return json.dumps(norm(value), sort_keys=True, allow_nan=False)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _json_type_ok(value: Any, t: str) -> bool:
+    if t == "null":
+        return value is None
+    if t == "boolean":
+        return isinstance(value, bool)
+    if t == "string":
+        return isinstance(value, str)
+    if t == "number":
+        return _is_number(value)
+    if t == "integer":
+        return _is_number(value) and float(value).is_integer()
+    if t == "array":
+        return isinstance(value, list)
+    return isinstance(value, dict)
+
+
+def _value_types(p: _Plain) -> set[str]:
+    """The JSON types of the values `p` may allow (integers are also numbers)."""
+    if p.enum is not None:
+        out: set[str] = set()
+        for v in p.enum:
+            out |= {t for t in _TYPES if _json_type_ok(v, t)}
+        return out
+    types = set(p.types) if p.types is not None else set(p.families) if p.families else set(_TYPES)
+    if "number" in types:
+        types.add("integer")
+    return types
+
+
+def _intersect_types(a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+    out = set(a & b)
+    if "number" in a and "integer" in b:
+        out.add("integer")
+    if "integer" in a and "number" in b:
+        out.add("integer")
+    return frozenset(out)
+
+
+# --------------------------------------------------------------------------------------------
+# Integer and number ranges
+# --------------------------------------------------------------------------------------------
+
+
+_Loc = tuple[Any, str]  # (schema, JSON pointer)
+
+
+@dataclass
+class _Plain:
+    pointer: str
+    types: frozenset[str] | None = None
+    enum: list[Any] | None = None
+    families: set[str] = field(default_factory=set)
+    min_length: int = 0
+    max_length: int | None = None
+    patterns: list[tuple[str, str]] = field(default_factory=list)
+    formats: list[tuple[str, str]] = field(default_factory=list)
+    lower: tuple[float, bool] | None = None  # (bound, exclusive)
+    upper: tuple[float, bool] | None = None
+    properties: dict[str, list[_Loc]] = field(default_factory=dict)
+    required: dict[str, None] = field(default_factory=dict)
+    additional: list[_Loc] = field(default_factory=list)  # allOf; empty means any value
+    prefix: list[list[_Loc]] = field(default_factory=list)
+    items: list[_Loc] = field(default_factory=list)
+    min_items: int = 0
+    max_items: int | None = None
+
+
+def _nonneg_int(value: Any, key: str, pointer: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _fail(f"'{key}' must be a non-negative integer", pointer)
+    return value
+
+
+def _number(value: Any, key: str, pointer: str) -> float:
+    if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
+        raise _fail(f"'{key}' must be a finite number", pointer)
+    return cast(float, value)
+
+
+def _tighter_lower(a: tuple[float, bool] | None, b: tuple[float, bool] | None) -> tuple[float, bool] | None:
+    if a is None or b is None:
+        return a or b
+    if a[0] != b[0]:
+        return a if a[0] > b[0] else b
+    return (a[0], a[1] or b[1])
+
+
+def _tighter_upper(a: tuple[float, bool] | None, b: tuple[float, bool] | None) -> tuple[float, bool] | None:
+    if a is None or b is None:
+        return a or b
+    if a[0] != b[0]:
+        return a if a[0] < b[0] else b
+    return (a[0], a[1] or b[1])
+
+
+def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
+    """The keywords of `schema` other than combinators, checked."""
+    p = _Plain(pointer)
+    for key, value in schema.items():
+        kp = _ptr(pointer, key)
+        if key in _ANNOTATIONS or key in _COMBINATORS:
+            continue
+        if key in _UNSUPPORTED:
+            raise _fail(f"JSON Schema keyword '{key}' is not supported", kp)
+        if key in _FAMILY_OF:
+            p.families.add(_FAMILY_OF[key])
+        if key == "type":
+            names = [value] if isinstance(value, str) else value
+            if not isinstance(names, list) or not names or not all(isinstance(t, str) for t in names):
+                raise _fail("'type' must be a type name or a non-empty list of them", kp)
+            for t in names:
+                if t not in _TYPES:
+                    raise _fail(f"unknown type {t!r}", kp)
+            p.types = frozenset(names)
+        elif key in ("enum", "const"):
+            values = [value] if key == "const" else value
+            if not isinstance(values, list) or not values:
+                raise _fail("'enum' must be a non-empty array", kp)
+            try:
+                keys = [_canonical(v) for v in values]
+            except (TypeError, ValueError) as exc:
+                raise _fail(f"'{key}' value is not JSON: {exc}", kp) from None
+            p.enum = list({k: v for k, v in zip(keys, values, strict=True)}.values())
+        elif key in ("minLength", "maxLength", "minItems", "maxItems"):
+            n = _nonneg_int(value, key, kp)
+            if key == "minLength":
+                p.min_length = n
+            elif key == "maxLength":
+                p.max_length = n
+            elif key == "minItems":
+                p.min_items = n
+            else:
+                p.max_items = n
+        elif key == "pattern":
+            if not isinstance(value, str):
+                raise _fail("'pattern' must be a string", kp)
+            p.patterns.append((value, kp))
+        elif key == "format":
+            if not isinstance(value, str):
+                raise _fail("'format' must be a string", kp)
+            p.formats.append((value, kp))  # checked when a string is generated: formats only apply to strings
+        elif key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
+            if isinstance(value, bool):  # draft 4: exclusiveMinimum/Maximum qualify minimum/maximum
+                if key.startswith("exclusive"):
+                    continue
+                raise _fail(f"'{key}' must be a number", kp)
+            v = _number(value, key, kp)
+            if key == "minimum":
+                p.lower = _tighter_lower(p.lower, (v, schema.get("exclusiveMinimum") is True))
+            elif key == "maximum":
+                p.upper = _tighter_upper(p.upper, (v, schema.get("exclusiveMaximum") is True))
+            elif key == "exclusiveMinimum":
+                p.lower = _tighter_lower(p.lower, (v, True))
+            else:
+                p.upper = _tighter_upper(p.upper, (v, True))
+        elif key == "properties":
+            if not isinstance(value, dict):
+                raise _fail("'properties' must be an object", kp)
+            p.properties = {name: [(sub, _ptr(kp, name))] for name, sub in value.items()}
+        elif key == "required":
+            if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+                raise _fail("'required' must be an array of strings", kp)
+            p.required = dict.fromkeys(value)
+        elif key == "additionalProperties":
+            p.additional = [(value, kp)]
+        elif key == "prefixItems":
+            if not isinstance(value, list):
+                raise _fail("'prefixItems' must be an array", kp)
+            if isinstance(schema.get("items"), list):
+                raise _fail("'prefixItems' together with an array-valued 'items'", kp)
+            p.prefix = [[(sub, _ptr(kp, i))] for i, sub in enumerate(value)]
+        elif key == "items":
+            if isinstance(value, list):  # draft 4-2019 tuple form
+                p.prefix = [[(sub, _ptr(kp, i))] for i, sub in enumerate(value)]
+                if "additionalItems" in schema:
+                    p.items = [(schema["additionalItems"], _ptr(pointer, "additionalItems"))]
+            else:
+                p.items = [(value, kp)]
+        elif key == "additionalItems":
+            continue  # handled with a list-valued 'items'; ignored otherwise, as JSON Schema does
+        elif key == "uniqueItems":
+            if value is True:
+                raise _fail("'uniqueItems: true' is not supported", kp)
+        elif key == "minProperties":
+            if _nonneg_int(value, key, kp) > 0:
+                raise _fail("'minProperties' is not supported", kp)
+    return p
+
+
+def _merge(parts: tuple[_Plain, ...]) -> _Plain | None:
+    """The conjunction of plain schemas; None if obviously unsatisfiable."""
+    out = _Plain(parts[0].pointer)
+    for p in parts:
+        if p.types is not None:
+            out.types = p.types if out.types is None else _intersect_types(out.types, p.types)
+            if not out.types:
+                return None
+        if p.enum is not None:
+            if out.enum is None:
+                out.enum = list(p.enum)
+            else:
+                keep = {_canonical(v) for v in p.enum}
+                out.enum = [v for v in out.enum if _canonical(v) in keep]
+                if not out.enum:
+                    return None
+        out.families |= p.families
+        out.min_length = max(out.min_length, p.min_length)
+        if p.max_length is not None:
+            out.max_length = p.max_length if out.max_length is None else min(out.max_length, p.max_length)
+        out.patterns += [x for x in p.patterns if x[0] not in {q[0] for q in out.patterns}]
+        out.formats += [x for x in p.formats if x[0] not in {q[0] for q in out.formats}]
+        out.lower = _tighter_lower(out.lower, p.lower)
+        out.upper = _tighter_upper(out.upper, p.upper)
+        # objects: a name is constrained by a part's 'properties' entry, else by its 'additionalProperties'
+        names = list(dict.fromkeys([*out.properties, *p.properties]))
+        out.properties = {
+            n: out.properties.get(n, out.additional) + p.properties.get(n, p.additional) for n in names
+        }
+        out.additional = out.additional + p.additional
+        out.required.update(p.required)
+        # arrays
+        length = max(len(out.prefix), len(p.prefix))
+        out.prefix = [
+            (out.prefix[i] if i < len(out.prefix) else out.items)
+            + (p.prefix[i] if i < len(p.prefix) else p.items)
+            for i in range(length)
+        ]
+        out.items = out.items + p.items
+        out.min_items = max(out.min_items, p.min_items)
+        if p.max_items is not None:
+            out.max_items = p.max_items if out.max_items is None else min(out.max_items, p.max_items)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The converter
+# --------------------------------------------------------------------------------------------
+
+
+class _Unsatisfiable(Exception):
+    """One alternative of a schema can never be met (others may still be)."""
+
+    def __init__(self, error: SchemaError) -> None:
+        super().__init__(str(error))
+        self.error = error
