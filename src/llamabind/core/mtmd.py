@@ -229,6 +229,21 @@ class MtmdProjector(NativeOwner):
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m, on in (("image", self.supports_vision), ("audio", self.supports_audio)) if on)
 
+    def require_modality(self, kind: str) -> None:
+        """MediaError unless this projector has an encoder for ``kind`` ("image"/"audio");
+        ClosedError once it (or its model) is closed."""
+        self._ptr()
+        if kind == "image" and not self.supports_vision:
+            raise MediaError(
+                f"the projector {self.path.name} has no vision encoder: it cannot take images "
+                f"(it supports: {', '.join(self.modalities) or 'nothing'})"
+            )
+        if kind == "audio" and not self.supports_audio:
+            raise MediaError(
+                f"the projector {self.path.name} has no audio encoder: it cannot take audio "
+                f"(it supports: {', '.join(self.modalities) or 'nothing'})"
+            )
+
     def bitmap_from_buffer(
         self, data: bytes, kind: Literal["image", "audio"], source_format: str
     ) -> Bitmap | None:

@@ -21,7 +21,6 @@ __all__ = [
     "audio_from_pcm",
     "image_from_rgb",
     "media_from_bytes",
-    "require_kind",
     "resample",
     "sha256",
 ]
@@ -34,25 +33,9 @@ def sha256(*parts: bytes) -> str:
     return h.hexdigest()
 
 
-def require_kind(proj: MtmdProjector, kind: str) -> None:
-    """MediaError unless the projector has an encoder for ``kind`` ("image"/"audio"); ClosedError
-    once it (or its model) is closed."""
-    proj._ptr()
-    if kind == "image" and not proj.supports_vision:
-        raise MediaError(
-            f"the projector {proj.path.name} has no vision encoder: it cannot take images "
-            f"(it supports: {', '.join(proj.modalities) or 'nothing'})"
-        )
-    if kind == "audio" and not proj.supports_audio:
-        raise MediaError(
-            f"the projector {proj.path.name} has no audio encoder: it cannot take audio "
-            f"(it supports: {', '.join(proj.modalities) or 'nothing'})"
-        )
-
-
 def image_from_rgb(proj: MtmdProjector, rgb: npt.ArrayLike, max_pixels: int) -> Bitmap:
     """An image from an (height, width, 3) uint8 array (or (h, w, 4) RGBA: alpha dropped)."""
-    require_kind(proj, "image")
+    proj.require_modality("image")
     arr = np.asarray(rgb)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
@@ -79,7 +62,7 @@ def audio_from_pcm(
 ) -> Bitmap:
     """Audio from float PCM in [-1, 1]: mono (n,), or (n, channels) averaged to mono, converted
     from ``sample_rate`` (default: the projector's) to the projector's rate."""
-    require_kind(proj, "audio")
+    proj.require_modality("audio")
     pcm = np.asarray(samples, dtype=np.float32)
     if pcm.ndim == 2:
         pcm = pcm.mean(axis=1)
@@ -120,7 +103,7 @@ def media_from_bytes(
             "(PNG, JPEG, GIF, BMP, WebP) or audio (WAV, MP3, FLAC)",
             status=415,
         )
-    require_kind(proj, info.kind)
+    proj.require_modality(info.kind)
     if info.kind == "image":
         return _decode_image(proj, data, info, max_pixels)
     return _decode_audio(proj, data, info, max_seconds)

@@ -133,9 +133,6 @@ class MtmdContext(MtmdProjector):
             return f"<MtmdContext {self.path.name} (closed)>"
         return f"<MtmdContext {self.path.name} {'+'.join(self.modalities)} marker={self.marker!r}>"
 
-    def _require(self, kind: str) -> None:
-        bm.require_kind(self, kind)
-
     # --------------------------------------------------------------- bitmaps
     def image_from_rgb(self, rgb: npt.ArrayLike) -> Bitmap:
         """An image from an (height, width, 3) uint8 array (or (h, w, 4) RGBA: alpha dropped)."""
@@ -205,7 +202,7 @@ class MtmdContext(MtmdProjector):
         for b in media:
             if not isinstance(b, Bitmap):
                 raise TypeError(f"media must be Bitmap objects, not {type(b).__name__}")
-            self._require(b.kind)
+            self.require_modality(b.kind)
         return MediaPrompt(self, text, media, add_special=add_special, parse_special=parse_special)
 
     # -------------------------------------------------------------- encode
@@ -326,7 +323,7 @@ class MtmdContext(MtmdProjector):
     # -------------------------------------------------------------- helpers
     def check_model_supports(self, kinds: Sequence[str]) -> None:
         for k in kinds:
-            self._require(k)
+            self.require_modality(k)
 
 
 def require_projector(mtmd: MtmdContext | None, kinds: Sequence[str], model_name: str) -> MtmdContext:
