@@ -527,12 +527,16 @@ def test_engine_style_prefill_in_a_shared_context(vision: MtmdContext, model: lb
 def _reference_logits(mt: MtmdContext, ctx: lb.Context, prompt: Any) -> np.ndarray:
     """Logits after libmtmd's mtmd_helper_eval_chunks over the whole prompt (its own positions)."""
     from llamabind._native import mtmd as nm
-    from llamabind.multimodal.context import _context_ptr
 
-    with _context_ptr(ctx) as lctx:
-        rc, n_past = nm.helper_eval_chunks(mt._ptr(), lctx, prompt._ptr(), 0, 0, ctx.n_batch, True)
-    assert rc == 0 and n_past == prompt.n_pos
-    ctx._n_outputs = 1
+    result: dict[str, int] = {}
+
+    def run(lctx: Any) -> int:
+        rc, result["n_past"] = nm.helper_eval_chunks(mt._ptr(), lctx, prompt._ptr(), 0, 0, ctx.n_batch, True)
+        result["rc"] = rc
+        return rc
+
+    ctx.decode_native(run, what="mtmd eval", n_tokens=prompt.n_tokens, n_outputs=1)
+    assert result["rc"] == 0 and result["n_past"] == prompt.n_pos
     return ctx.logits(-1)
 
 

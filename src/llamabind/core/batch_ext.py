@@ -122,16 +122,10 @@ class BatchExt(NativeOwner):
         n = self.n_tokens
         if n == 0:
             raise ValueError("cannot process an empty batch")
-        ctx = self.ctx
         bh = self._ptr()
-        ptr = ctx._acquire()
-        try:
-            rc = nbx.process(ptr, bh)
-        finally:
-            ctx._lock.release()
-        ctx._n_outputs = self.n_outputs
-        if rc != 0:
-            ctx._raise(rc, "process", n)
+        self.ctx.decode_native(
+            lambda ptr: int(nbx.process(ptr, bh)), what="process", n_tokens=n, n_outputs=self.n_outputs
+        )
 
 
 # ------------------------------------------------------------ next-n (MTP)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -10,21 +12,14 @@ import numpy.typing as npt
 
 from .._native import context as nctx
 from .._native.fatal import FatalNativeError, run_guarded
-from ..errors import (
-    AbortedError,
-    ConcurrentUseError,
-    ContextCreateError,
-    DecodeError,
-    NoKvSlotError,
-    RpcError,
-    TokenizeError,
-)
+from ..errors import ConcurrentUseError, ContextCreateError, RpcError, TokenizeError
 from ._owner import NativeOwner
 from .batch import Batch
 from .memory import Memory
 from .model import Model
 from .params import ContextParams
 from .state import State
+from .status import DECODE_ABORTED, check_decode_status
 from .types import POOLING_TYPES
 
 __all__ = ["Context", "PerfData"]
@@ -52,7 +47,9 @@ class Context(NativeOwner):
 
     A Context is **not** thread-safe: every native call takes a non-blocking lock and a second
     thread using it at the same time gets :class:`ConcurrentUseError` instead of corrupting
-    state. :meth:`abort` is the one method meant to be called from another thread.
+    state. :meth:`abort` is the one method meant to be called from another thread. Native work
+    on the raw handle from outside this class (samplers, extended batches, libmtmd) goes through
+    :meth:`exclusive` and :meth:`decode_native`, which take the same lock.
     """
 
     def __init__(
@@ -138,6 +135,41 @@ class Context(NativeOwner):
             self._ptr()  # raises ClosedError
         return ptr
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[Any]:
+        """Hold this context for native work: ``with ctx.exclusive() as handle: …``.
+
+        Yields the raw ``llama_context`` handle, valid only inside the block, under the lock every
+        method takes: another thread inside the context raises :class:`ConcurrentUseError` (the
+        lock is never waited for), a closed context :class:`ClosedError`, one poisoned by a dead
+        RPC worker :class:`RpcError`. A call that decodes belongs in :meth:`decode_native`.
+        """
+        ptr = self._acquire()
+        try:
+            yield ptr
+        finally:
+            self._lock.release()
+
+    def decode_native(
+        self, fn: Callable[[Any], int], *, what: str, n_tokens: int, n_outputs: int = 0
+    ) -> None:
+        """Run a decode-family native call ``fn(handle) -> code`` under :meth:`exclusive`.
+
+        ``n_outputs`` is the number of output rows (logits/embeddings) the call leaves behind; it
+        bounds the negative indices of :meth:`logits`. A non-zero code raises through
+        :func:`~llamabind.core.status.check_decode_status` (``what`` and ``n_tokens`` go into the
+        message); an aborted call also clears the abort flag.
+        """
+        ptr = self._acquire()
+        try:
+            rc = int(fn(ptr))
+        finally:
+            self._lock.release()
+        self._n_outputs = n_outputs
+        if rc == DECODE_ABORTED:
+            self._abort.clear()
+        check_decode_status(rc, what, n_tokens=n_tokens, n_ctx=self.n_ctx)
+
     def _call(self, fn: Any, *args: Any) -> Any:
         ptr = self._acquire()
         try:
@@ -218,14 +250,12 @@ class Context(NativeOwner):
                 f"decode: a batch of {n} tokens exceeds n_ubatch={self.n_ubatch}, which non-causal "
                 "attention cannot split (create the context with n_ubatch >= n_batch)"
             )
-        ptr = self._acquire()
-        try:
-            rc = self._run(nctx.decode, ptr, batch._buf.struct(n), "decode")
-        finally:
-            self._lock.release()
-        self._n_outputs = batch.n_outputs
-        if rc != 0:
-            self._raise(rc, "decode", n)
+        self.decode_native(
+            lambda ptr: self._run(nctx.decode, ptr, batch._buf.struct(n), "decode"),
+            what="decode",
+            n_tokens=n,
+            n_outputs=batch.n_outputs,
+        )
 
     def encode(self, batch: Batch) -> None:
         """Run the encoder (encoder-decoder and embedding models)."""
@@ -236,14 +266,12 @@ class Context(NativeOwner):
                 f"encode: a batch of {n} tokens exceeds n_ubatch={self.n_ubatch}; the encoder runs "
                 "the whole batch in one micro-batch (create the context with n_ubatch >= n_batch)"
             )
-        ptr = self._acquire()
-        try:
-            rc = self._run(nctx.encode, ptr, batch._buf.struct(n), "encode")
-        finally:
-            self._lock.release()
-        self._n_outputs = n
-        if rc != 0:
-            self._raise(rc, "encode", n)
+        self.decode_native(
+            lambda ptr: self._run(nctx.encode, ptr, batch._buf.struct(n), "encode"),
+            what="encode",
+            n_tokens=n,
+            n_outputs=n,
+        )
 
     def _run(self, fn: Any, ptr: Any, struct: Any, what: str) -> int:
         if not self._remote:
@@ -265,22 +293,6 @@ class Context(NativeOwner):
     def poisoned(self) -> str | None:
         """Why this context became unusable (an RPC worker died mid-decode), else None."""
         return self._poisoned
-
-    def _raise(self, rc: int, what: str, n: int) -> None:
-        if rc == 1:
-            raise NoKvSlotError(
-                f"{what}: no KV cache slot for a batch of {n} tokens (n_ctx={self.n_ctx}); "
-                "free sequences or use a larger context",
-                rc,
-            )
-        if rc == 2:
-            self._abort.clear()
-            raise AbortedError(f"{what} aborted", rc)
-        if rc == -1:
-            raise DecodeError(
-                f"{what}: invalid batch (llama.cpp rejected it; see 'llamabind.native' logs)", rc
-            )
-        raise DecodeError(f"{what} failed with code {rc}", rc)
 
     def abort(self) -> None:
         """Ask a running (or the next) decode to stop; it raises AbortedError. Thread-safe."""

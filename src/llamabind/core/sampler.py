@@ -274,16 +274,13 @@ class Sampler(NativeOwner):
         if not self._names or self._names[-1] not in _SELECTORS:
             # llama_sampler_sample asserts (aborts the process) when nothing was selected
             raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
-        cptr = ctx._acquire()
-        try:
+        with ctx.exclusive() as cptr:
             if not nsmp.has_logits(cptr, idx):  # llama.cpp would assert on missing logits
                 raise IndexError(f"no logits for batch index {idx}: decode it with logits=True")
             if self._grammar_last():
                 token = self._sample_grammar_last(ptr, cptr, idx)
             else:
                 token = nsmp.sampler_sample(ptr, cptr, idx)
-        finally:
-            ctx._lock.release()
         if token < 0:
             raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
         return token

@@ -1,4 +1,5 @@
-"""Errors of the multimodal layer (all derive from :class:`llamabind.errors.LlamabindError`)."""
+"""Errors of the multimodal layer (defined in :mod:`llamabind.errors`, where the core's
+:mod:`llamabind.core.mtmd` raises them too)."""
 
 from __future__ import annotations
 
