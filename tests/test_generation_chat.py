@@ -9,11 +9,12 @@ import jsonschema
 import pytest
 
 import llamabind as lb
-from llamabind.chat import ChatTemplate, ToolCallFormat
-from llamabind.generation.chat import (
+from llamabind.chat import (
     ChatFormatter,
     ChatRequestError,
     ChatStreamParser,
+    ChatTemplate,
+    ToolCallFormat,
     chat,
     chat_stream,
     closed_schema,

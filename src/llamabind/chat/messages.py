@@ -25,6 +25,7 @@ from ..errors import LlamabindError
 
 __all__ = [
     "ROLES",
+    "ChatRequestError",
     "MediaPart",
     "MessageError",
     "extract_media",
@@ -37,6 +38,14 @@ ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text"})
 _IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 _AUDIO_PARTS = frozenset({"input_audio", "audio"})
+
+
+class ChatRequestError(LlamabindError, ValueError):
+    """A chat request is inconsistent; ``param`` names the offending request field (set by the raiser)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class MessageError(LlamabindError, ValueError):

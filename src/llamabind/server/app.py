@@ -29,9 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..batching import DoneEvent, ErrorEvent, TokenEvent
-from ..chat import extract_media
+from ..chat import PreparedChat, extract_media
 from ..core import Model
-from ..generation.chat import PreparedChat
 from ..multimodal import canonicalize_media_parts, tokenize_chat_media
 from . import anthropic
 from .config import ServerConfig
@@ -560,7 +559,7 @@ async def _completions(request: Request, body: CompletionRequest, holder: _Holde
 
             grammar = Grammar.from_string(body.grammar)
         else:
-            from ..generation.chat import response_format_grammar
+            from ..chat import response_format_grammar
 
             extras = body.model_extra or {}
             rf = body.response_format

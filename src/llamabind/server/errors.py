@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from ..batching import QueueFullError
-from ..chat import MessageError, ToolChoiceError
+from ..chat import ChatRequestError, MessageError, ToolChoiceError
 from ..errors import (
     ContextOverflowError,
     GrammarError,
@@ -17,7 +17,6 @@ from ..errors import (
     TokenizeError,
     UnsupportedError,
 )
-from ..generation.chat import ChatRequestError
 from ..multimodal import MediaError
 
 __all__ = ["APIError", "error_body", "error_from_exception", "sse_error"]

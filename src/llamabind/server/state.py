@@ -15,8 +15,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..batching import DoneEvent, ErrorEvent, Event, GenRequest, Scheduler
+from ..chat import ChatFormatter
 from ..core import Model
-from ..generation.chat import ChatFormatter
 from ..generation.sampling import SamplingParams
 from ..multimodal import MediaPolicy, MediaResolver, MtmdContext
 from .config import ServerConfig
