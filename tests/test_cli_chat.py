@@ -87,3 +87,30 @@ def test_repl_in_a_pty_two_turns_clear_and_ctrl_c() -> None:
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+
+
+def test_reasoning_is_split_and_kept_out_of_the_history(tmp_path: Path) -> None:
+    # the generation prompt opens a <think> block the model never closes in 8 tokens: the whole
+    # reply is reasoning — shown on stderr when piped, never stored as the assistant's content
+    conv = tmp_path / "conv.json"
+    out = subprocess.run(
+        [*CHAT, "-n", "8", "--no-timings", "--chat-template", THINKING_TEMPLATE],
+        input=f"Why is the sky blue?\n/save {conv}\n/exit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(conv.read_text())
+    assert [m["role"] for m in data["messages"]] == ["user", "assistant"]
+    assert data["messages"][1]["content"] == ""
+    assert out.stderr.strip()  # the reasoning text
+    assert out.stderr.strip() not in out.stdout

@@ -1,4 +1,4 @@
-"""generation.chat: chat requests → prompt + constraints, output → content / reasoning / tool calls."""
+"""llamabind.chat (formatter, stream parser, session): chat requests → prompt + constraints, output → content / reasoning / tool calls."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import jsonschema
 import pytest
 
 import llamabind as lb
-from llamabind.chat import ChatTemplate, ToolCallFormat
-from llamabind.generation.chat import (
+from llamabind.chat import (
     ChatFormatter,
     ChatRequestError,
     ChatStreamParser,
+    ChatTemplate,
+    ToolCallFormat,
     chat,
     chat_stream,
     closed_schema,
@@ -91,6 +92,44 @@ def test_request_errors(model: lb.Model) -> None:
         f.prepare(msgs, response_format={"type": "json_schema", "json_schema": {"schema": {"type": "wat"}}})
     with pytest.raises(ChatRequestError):
         f.prepare([])
+
+
+def test_request_error_param_comes_from_the_raiser(model: lb.Model) -> None:
+    # the field at fault is passed by whoever raises, not guessed from the message text: a
+    # duplicated tool *named* "tool_choice" is a fault of ``tools``
+    f = ChatFormatter(model)
+    msgs = [{"role": "user", "content": "x"}]
+    dup = {"type": "function", "function": {"name": "tool_choice", "parameters": {"type": "object"}}}
+    with pytest.raises(ChatRequestError, match="duplicate tool name 'tool_choice'") as ei:
+        f.prepare(msgs, tools=[dup, dup])
+    assert ei.value.param == "tools"
+    with pytest.raises(ChatRequestError, match="not among the tools") as ei:
+        f.prepare(msgs, tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "tools"}})
+    assert ei.value.param == "tool_choice"
+    with pytest.raises(ChatRequestError) as ei:
+        f.prepare(msgs, tools=[{"type": "retrieval"}])
+    assert ei.value.param == "tools"
+
+
+def test_one_bos_decision(model: lb.Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a model that wants a BOS token: added once, whether or not the template writes it
+    monkeypatch.setattr(lb.Vocab, "add_bos", property(lambda self: True))
+    bos = model.vocab.bos
+    assert bos is not None
+    plain = ChatFormatter(model, ChatTemplate("{% for m in messages %}{{ m['content'] }}{% endfor %}"))
+    p = plain.prepare([{"role": "user", "content": "x"}])
+    assert p.add_bos and plain.needs_bos(p.prompt)
+    assert p.tokens[0] == bos and p.tokens[1] != bos
+    assert p.tokens[1:] == model.tokenize(p.prompt, add_special=False, parse_special=True)
+    src = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    written = ChatFormatter(model, ChatTemplate(src))
+    q = written.prepare([{"role": "user", "content": "x"}])
+    assert not q.add_bos and q.tokens.count(bos) == 1 and q.tokens[0] == bos
+    # a prompt left for libmtmd to tokenize carries the same decision and no tokens
+    r = plain.prepare([{"role": "user", "content": "x"}], tokenize=False)
+    assert r.tokens == [] and r.add_bos and r.prompt == p.prompt
+    monkeypatch.setattr(lb.Vocab, "add_bos", property(lambda self: False))
+    assert not plain.prepare([{"role": "user", "content": "x"}]).add_bos
 
 
 def test_response_format_and_closed_schema() -> None:

@@ -180,7 +180,7 @@ def test_sliding_window_eviction(model: lb.Model) -> None:
 
 
 def test_turn_format_from_chatml(model: lb.Model) -> None:
-    from llamabind.generation.prompt import model_chat_template
+    from llamabind.chat import model_chat_template
 
     f = ChatTurnFormat.from_template(model_chat_template(model), system_prompt="S")
     assert f.system == "<|im_start|>system\nS<|im_end|>\n"

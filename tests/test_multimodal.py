@@ -15,6 +15,7 @@ import pytest
 
 import fixtures_mtmd as fx
 import llamabind as lb
+from llamabind.chat import chat, chat_stream
 from llamabind.errors import ClosedError, UnsupportedError
 from llamabind.generation.sampling import SamplingParams
 from llamabind.multimodal import (
@@ -25,8 +26,6 @@ from llamabind.multimodal import (
     MtmdContext,
     ProjectorError,
     build_chat_prompt,
-    chat,
-    chat_stream,
     default_marker,
     find_mmproj,
     media_hash,
@@ -380,7 +379,11 @@ def test_chat_with_image_and_audio_parts(av: MtmdContext, mctx: lb.Context, png:
     result = chat(gen, messages, resolver=resolver, max_tokens=4, sampling=GREEDY)
     assert result.completion_tokens > 0
     # a follow-up turn re-sends the same media: their KV is reused
-    follow = [*messages, {"role": "assistant", "content": result.text}, {"role": "user", "content": "More?"}]
+    follow = [
+        *messages,
+        {"role": "assistant", "content": result.content},
+        {"role": "user", "content": "More?"},
+    ]
     pieces = list(chat_stream(gen, follow, resolver=resolver, max_tokens=2, sampling=GREEDY))
     assert pieces[-1].finish_reason is not None
     assert gen.last_media_reused == 3

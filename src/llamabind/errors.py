@@ -213,11 +213,18 @@ class MessageError(LlamabindError, ValueError):
 
 
 class ToolChoiceError(LlamabindError, ValueError):
-    """``tools`` or ``tool_choice`` is malformed or names an unknown function."""
+    """``tools`` or ``tool_choice`` is malformed or names an unknown function.
+
+    ``param``: the request field at fault (``"tools"`` or ``"tool_choice"``), set by the raiser.
+    """
 
     http_status = 400
     error_code = "invalid_value"
     default_param = "tools"
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ChatRequestError(LlamabindError, ValueError):

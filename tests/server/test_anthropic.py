@@ -283,7 +283,7 @@ def test_stream_encoder_blocks() -> None:
     """Thinking, text and tool-call deltas become consecutive content blocks."""
     import json
 
-    from llamabind.generation.chat import ChatDelta, ToolCallDelta
+    from llamabind.chat import ChatDelta, ToolCallDelta
     from llamabind.server.anthropic import StreamEncoder
 
     enc = StreamEncoder("msg_x", "m")

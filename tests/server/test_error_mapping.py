@@ -24,7 +24,7 @@ def test_every_exception_class_lives_in_errors() -> None:
     import llamabind.multimodal as mm
     import llamabind.server.files as files
     from llamabind._native.fatal import FatalNativeError
-    from llamabind.generation.chat import ChatRequestError
+    from llamabind.chat import ChatRequestError
 
     for cls in (
         batching.QueueFullError,

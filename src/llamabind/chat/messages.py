@@ -21,10 +21,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..errors import MessageError
+from ..errors import ChatRequestError, MessageError
 
 __all__ = [
     "ROLES",
+    "ChatRequestError",
     "MediaPart",
     "MessageError",
     "extract_media",

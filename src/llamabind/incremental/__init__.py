@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from .chat import ChatTurnFormat, IncrementalChat, Turn
 from .prefill import IncrementalPrefill, PrefillStats
+from .session import ChatTurnFormat, IncrementalChat, Turn
 
 __all__ = ["ChatTurnFormat", "IncrementalChat", "IncrementalPrefill", "PrefillStats", "Turn"]

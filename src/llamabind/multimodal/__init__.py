@@ -3,22 +3,13 @@
 Layer 3 (engines). :class:`MtmdContext` loads a projector (``mmproj``) for a text model, decodes
 media into :class:`Bitmap` objects, tokenizes prompts with media markers into a
 :class:`MediaPrompt` and evaluates it into a context sequence; :class:`MediaGenerator` generates
-from such prompts with KV prefix reuse; :mod:`.chat` renders OpenAI-style content parts through
-the chat template; :mod:`.media` resolves data URLs, uploaded file ids and (when allowed)
+from such prompts with KV prefix reuse (chat with media: :func:`llamabind.chat.chat` on a
+MediaGenerator); :mod:`.media_chat` resolves, decodes and tokenizes the media of a prepared chat; :mod:`.media` resolves data URLs, uploaded file ids and (when allowed)
 remote URLs without SSRF.
 """
 
 from __future__ import annotations
 
-from .chat import (
-    ChatMedia,
-    build_chat_prompt,
-    chat,
-    chat_stream,
-    load_chat_media,
-    render_media_chat,
-    tokenize_chat_media,
-)
 from .context import (
     Bitmap,
     MediaChunk,
@@ -43,6 +34,15 @@ from .media import (
     is_public_address,
     media_hash,
 )
+from .media_chat import (
+    ChatMedia,
+    build_chat_prompt,
+    load_chat_media,
+    prepare_media_chat,
+    render_media_chat,
+    tokenize_chat_media,
+    tokenize_prepared_media,
+)
 from .sniff import MediaInfo, sniff
 
 __all__ = [
@@ -62,8 +62,6 @@ __all__ = [
     "ResolvedMedia",
     "build_chat_prompt",
     "canonicalize_media_parts",
-    "chat",
-    "chat_stream",
     "decode_data_url",
     "default_marker",
     "fetch_remote",
@@ -72,9 +70,11 @@ __all__ = [
     "load_chat_media",
     "media_hash",
     "media_keys",
+    "prepare_media_chat",
     "projector_info",
     "render_media_chat",
     "require_projector",
     "sniff",
     "tokenize_chat_media",
+    "tokenize_prepared_media",
 ]

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from ..batching import DoneEvent, TokenEvent, Usage
-from ..generation.chat import ChatDelta, ChatMessage, PreparedChat
+from ..chat import ChatDelta, ChatMessage, PreparedChat
 from .errors import APIError, error_from_exception
 from .schemas import ChatCompletionRequest, SamplingFields
 from .state import RequestGroup

@@ -15,9 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..batching import DoneEvent, ErrorEvent, Event, GenRequest, Scheduler
+from ..chat import ChatFormatter
 from ..core import Model
 from ..errors import EmbeddingError
-from ..generation.chat import ChatFormatter
 from ..generation.sampling import SamplingParams
 from ..multimodal import MediaPolicy, MediaResolver, MtmdContext
 from .config import ServerConfig

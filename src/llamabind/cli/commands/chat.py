@@ -1,4 +1,9 @@
-"""``llamabind chat``: an interactive chat on the model's own template, history kept in the KV cache."""
+"""``llamabind chat``: an interactive chat on the model's own template, history kept in the KV cache.
+
+Each turn goes through :func:`llamabind.chat.chat_stream` (the library's one chat path): the
+reply's ``<think>`` block is split off as reasoning (shown dimmed on a terminal, on stderr when
+piped) and only the answer joins the conversation history.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ import json
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...chat import ChatTemplate, chat_stream, model_chat_template
 from ...core import Context, Model
 from ...generation.generator import Generator
-from ...generation.prompt import chat_prompt_tokens, model_chat_template
 from ...generation.sampling import SamplingParams
 from ..common import (
     UsageError,
@@ -58,6 +64,14 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+@dataclass(frozen=True)
+class ReplyPiece:
+    """A piece of a streamed reply: answer text, or reasoning (``reasoning=True``)."""
+
+    text: str
+    reasoning: bool = False
+
+
 class ChatSession:
     """The REPL's state: messages, the template, the generator (whose cache mirrors the KV)."""
 
@@ -67,8 +81,10 @@ class ChatSession:
         self.model = model
         self.ctx = ctx
         self.gen = Generator(ctx)
-        self.template = model_chat_template(
-            model, template=args.chat_template, template_file=args.chat_template_file
+        self.template: ChatTemplate | None = (
+            model_chat_template(model, template=args.chat_template, template_file=args.chat_template_file)
+            if args.chat_template or args.chat_template_file
+            else None  # the model's own template (chat_stream's cached formatter)
         )
         self.system: str | None = args.system
         self.messages: list[dict[str, Any]] = []
@@ -83,17 +99,25 @@ class ChatSession:
     def clear(self) -> None:
         self.messages = []
 
-    def reply(self, text: str, cancel: threading.Event) -> Iterator[str]:
+    def reply(self, text: str, cancel: threading.Event) -> Iterator[ReplyPiece]:
+        """Stream the reply to ``text``; its answer (not its reasoning) joins the history."""
         self.messages.append({"role": "user", "content": text})
-        _, tokens = chat_prompt_tokens(self.model, self.template, self.conversation())
         parts: list[str] = []
         try:
-            for chunk in self.gen.stream(
-                tokens, max_tokens=self.max_tokens, sampling=self.sampling, cancel=cancel
+            for chunk in chat_stream(
+                self.gen,
+                self.conversation(),
+                template=self.template,
+                max_tokens=self.max_tokens,
+                sampling=self.sampling,
+                cancel=cancel,
             ):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    yield chunk.text
+                for d in chunk.deltas:
+                    if d.reasoning_content:
+                        yield ReplyPiece(d.reasoning_content, reasoning=True)
+                    if d.content:
+                        parts.append(d.content)
+                        yield ReplyPiece(d.content)
         finally:
             # a reply cut by Ctrl-C stays in the history, as far as it got
             self.messages.append({"role": "assistant", "content": "".join(parts)})
@@ -179,6 +203,20 @@ def _command(chat: ChatSession, text: str) -> bool:
     return True
 
 
+def _write_piece(piece: ReplyPiece, tty: bool) -> None:
+    """Answer text to stdout; reasoning dimmed on a terminal, to stderr when piped."""
+    if not piece.reasoning:
+        out = sys.stdout
+        out.write(piece.text)
+    elif tty:
+        out = sys.stdout
+        out.write(f"\x1b[2m{piece.text}\x1b[0m")
+    else:
+        out = sys.stderr
+        out.write(piece.text)
+    out.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     if args.chat_template and args.chat_template_file:
         raise UsageError("give either --chat-template or --chat-template-file")
@@ -209,8 +247,7 @@ def run(args: argparse.Namespace) -> int:
             cancel = threading.Event()
             try:
                 for piece in chat.reply(text, cancel):
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
+                    _write_piece(piece, tty)
             except KeyboardInterrupt:
                 cancel.set()
                 sys.stdout.write(" [stopped]")

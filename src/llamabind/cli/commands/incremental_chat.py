@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...chat import model_chat_template
 from ...core import Context
-from ...generation.prompt import model_chat_template
 from ...generation.sampling import SamplingParams
 from ...incremental import IncrementalChat
 from ..common import (

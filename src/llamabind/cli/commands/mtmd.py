@@ -9,8 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from ...chat import model_chat_template
 from ...core import Context
-from ...generation.prompt import model_chat_template
 from ...multimodal import Bitmap, MediaGenerator, MtmdContext, find_mmproj, render_media_chat
 from ..common import (
     UsageError,

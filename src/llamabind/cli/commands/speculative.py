@@ -8,8 +8,8 @@ import os
 import sys
 from typing import Any
 
+from ...chat import ChatFormatter
 from ...core import Context, Model
-from ...generation.prompt import chat_prompt_tokens, model_chat_template
 from ...speculative import make_drafter
 from ...speculative.runner import Comparison, compare
 from ..common import (
@@ -75,9 +75,7 @@ def register(sub: Any) -> None:
 def _prompt(model: Model, args: argparse.Namespace, text: str) -> str | list[int]:
     if not args.chat:
         return text
-    template = model_chat_template(model)
-    _rendered, tokens = chat_prompt_tokens(model, template, [{"role": "user", "content": text}])
-    return tokens
+    return ChatFormatter.for_model(model).prepare([{"role": "user", "content": text}]).tokens
 
 
 def _report(c: Comparison, kind: str, n_draft: int) -> dict[str, Any]:

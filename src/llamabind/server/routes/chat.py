@@ -11,9 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...batching import DoneEvent, TokenEvent
-from ...chat import extract_media
+from ...chat import PreparedChat, extract_media
 from ...core import Model
-from ...generation.chat import PreparedChat
 from ...generation.sampling import SamplingParams
 from ...multimodal import canonicalize_media_parts, tokenize_chat_media
 from ..common import FINGERPRINT, Holder, check_model, check_n, collect, usage_of

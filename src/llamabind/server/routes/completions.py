@@ -84,7 +84,7 @@ def prepare_completion(
 
             grammar = Grammar.from_string(body.grammar)
         else:
-            from ...generation.chat import response_format_grammar
+            from ...chat import response_format_grammar
 
             extras = body.model_extra or {}
             rf = body.response_format

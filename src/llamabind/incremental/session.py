@@ -17,11 +17,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat import ChatTemplate, render_chat
+from ..chat.formatter import ChatFormatter
+from ..chat.template import ChatTemplate, render_chat
 from ..core import Context
 from ..errors import LlamabindError, StateError, TemplateError
 from ..generation.generator import GenerationChunk, Generator, Timings
-from ..generation.prompt import model_chat_template, special_token_text
 from .prefill import IncrementalPrefill
 
 __all__ = ["ChatTurnFormat", "IncrementalChat", "Turn"]
@@ -111,12 +111,12 @@ class IncrementalChat:
         self.ctx = ctx
         self.model = ctx.model
         self.gen = Generator(ctx, seq_id)
-        template = template or model_chat_template(self.model)
+        self.formatter = ChatFormatter.for_model(self.model, template)
         self.format = ChatTurnFormat.from_template(
-            template,
+            self.formatter.template,
             system_prompt=system_prompt,
-            bos_token=special_token_text(self.model, self.model.vocab.bos),
-            eos_token=special_token_text(self.model, self.model.vocab.eos),
+            bos_token=self.formatter.bos_token,
+            eos_token=self.formatter.eos_token,
         )
         self.keep_turns = max(0, keep_turns)
         self.reserve = max(1, reserve)
@@ -138,13 +138,7 @@ class IncrementalChat:
 
     # ------------------------------------------------------------ setup
     def _system_tokens(self) -> list[int]:
-        text = self.format.system
-        vocab = self.model.vocab
-        bos_text = special_token_text(self.model, vocab.bos)
-        toks = self.model.tokenize(text, add_special=False, parse_special=True) if text else []
-        if vocab.add_bos and vocab.bos is not None and not (bos_text and text.startswith(bos_text)):
-            toks.insert(0, vocab.bos)
-        return toks
+        return self.formatter.tokenize(self.format.system)
 
     @property
     def n_ctx(self) -> int:

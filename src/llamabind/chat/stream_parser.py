@@ -1,0 +1,186 @@
+"""Generated text → an assistant message: content, ``reasoning_content`` and tool calls.
+
+:class:`ChatStreamParser` turns text deltas into :class:`ChatDelta` s (reasoning split first with
+:mod:`.reasoning`, then tool calls with :mod:`.tool_call_parser`) and gives the final
+``finish_reason`` (``tool_calls`` when the turn called tools); :class:`ChatMessage` is a whole turn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .reasoning import ReasoningStreamSplitter
+from .tool_call_parser import ToolCallStreamParser
+from .tool_calls import ToolCall, ToolCallFormat
+
+__all__ = ["ChatDelta", "ChatMessage", "ChatStreamParser", "ToolCallDelta"]
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A tool call in a stream: ``index`` counts the calls of the turn; ``id``/``name`` come once."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def to_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index}
+        fn: dict[str, Any] = {}
+        if self.id is not None:
+            out["id"] = self.id
+            out["type"] = "function"
+        if self.name is not None:
+            fn["name"] = self.name
+        fn["arguments"] = self.arguments
+        out["function"] = fn
+        return out
+
+
+@dataclass(frozen=True)
+class ChatDelta:
+    """One piece of a streamed assistant turn (fields that did not change are None / empty)."""
+
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: tuple[ToolCallDelta, ...] = ()
+
+    def to_openai(self) -> dict[str, Any]:
+        """The ``delta`` object of a ``chat.completion.chunk`` choice."""
+        out: dict[str, Any] = {}
+        if self.content is not None:
+            out["content"] = self.content
+        if self.reasoning_content is not None:
+            out["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            out["tool_calls"] = [t.to_openai() for t in self.tool_calls]
+        return out
+
+
+@dataclass
+class ChatMessage:
+    """A parsed assistant turn."""
+
+    content: str | None
+    reasoning_content: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str = "stop"
+
+    def to_openai(self) -> dict[str, Any]:
+        """The ``message`` object of a chat completion choice."""
+        out: dict[str, Any] = {"role": "assistant", "content": self.content}
+        if self.reasoning_content is not None:
+            out["reasoning_content"] = self.reasoning_content
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
+        return out
+
+
+class ChatStreamParser:
+    """Generated text deltas → :class:`ChatDelta` s: reasoning split first, then tool calls.
+
+    ``tool_format=None`` disables tool-call parsing (a request without tools, or
+    ``tool_choice="none"``). ``reasoning_tags=None`` disables the reasoning split.
+    """
+
+    def __init__(
+        self,
+        *,
+        tool_format: ToolCallFormat | str | None = None,
+        tool_names: Sequence[str] | None = None,
+        reasoning_tags: tuple[str, str] | None = None,
+        reasoning_started: bool = False,
+        id_factory: Callable[[], str] | None = None,
+    ) -> None:
+        self._reasoning = (
+            ReasoningStreamSplitter(reasoning_tags[0], reasoning_tags[1], started=reasoning_started)
+            if reasoning_tags is not None
+            else None
+        )
+        self._tools = (
+            ToolCallStreamParser(tool_format, tool_names=tool_names, id_factory=id_factory)
+            if tool_format is not None
+            else None
+        )
+        self._content: list[str] = []
+        self._reasoning_text: list[str] = []
+        self._calls: list[ToolCall] = []
+        self._finished = False
+
+    @property
+    def content(self) -> str:
+        return "".join(self._content)
+
+    @property
+    def reasoning_content(self) -> str | None:
+        text = "".join(self._reasoning_text)
+        return text or None
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return list(self._calls)
+
+    def feed(self, text: str) -> list[ChatDelta]:
+        if self._finished:
+            raise RuntimeError("ChatStreamParser.feed() after finish()")
+        if not text:
+            return []
+        if self._reasoning is not None:
+            d = self._reasoning.feed(text)
+            return self._route(d.reasoning, d.content, final=False)
+        return self._route("", text, final=False)
+
+    def finish(self, finish_reason: str = "stop") -> tuple[list[ChatDelta], str]:
+        """The deltas still held back, and the turn's finish reason (``tool_calls`` if it called any)."""
+        out: list[ChatDelta] = []
+        if not self._finished:
+            self._finished = True
+            if self._reasoning is not None:
+                d = self._reasoning.finish()
+                out = self._route(d.reasoning, d.content, final=True)
+            else:
+                out = self._route("", "", final=True)
+        reason = finish_reason
+        if self._calls and finish_reason == "stop":
+            reason = "tool_calls"
+        return out, reason
+
+    def _route(self, reasoning: str, content: str, *, final: bool) -> list[ChatDelta]:
+        out: list[ChatDelta] = []
+        if reasoning:
+            self._reasoning_text.append(reasoning)
+            out.append(ChatDelta(reasoning_content=reasoning))
+        if self._tools is None:
+            if content:
+                self._content.append(content)
+                out.append(ChatDelta(content=content))
+            return out
+        events = self._tools.feed(content) if content else []
+        if final:
+            events = events + self._tools.finish()
+        for ev in events:
+            if isinstance(ev, str):
+                if ev:
+                    self._content.append(ev)
+                    out.append(ChatDelta(content=ev))
+            else:
+                index = len(self._calls)
+                self._calls.append(ev)
+                out.append(ChatDelta(tool_calls=(ToolCallDelta(index, ev.id, ev.name, ev.arguments),)))
+        return out
+
+    def message(self, finish_reason: str = "stop") -> ChatMessage:
+        """Finish (if not yet) and return the whole parsed message."""
+        _, reason = self.finish(finish_reason)
+        content: str | None = self.content
+        if self._calls and not content:
+            content = None
+        return ChatMessage(
+            content=content,
+            reasoning_content=self.reasoning_content,
+            tool_calls=self.tool_calls,
+            finish_reason=reason,
+        )
