@@ -44,7 +44,7 @@ from .logprobs import TokenLogprob
 from .prompt import tokenize_rendered
 
 if TYPE_CHECKING:
-    from ..speculative.base import Drafter
+    from .draft import Drafter
 from .sampling import SamplingParams
 
 __all__ = [
