@@ -3,16 +3,9 @@
 Every step is one ``llama_decode`` of one batch holding the next token of every generating slot
 plus prompt chunks of slots in prefill (up to ``prefill_chunk`` prompt tokens per step, so
 running streams keep flowing while a long prompt is read). New requests join at the next step.
-Each slot keeps its KV cache between requests; a new request goes to the idle slot whose cache
-shares the longest prefix with its prompt, and a longer prefix held by *another* slot is
-shared into it with ``memory.copy`` (a repeated system prompt is decoded once).
-
-Speculative decoding (``SchedulerConfig.spec``): every generating slot has its own drafter
-(n-gram lookup, a draft model sharing one draft context with a sequence per slot, or the
-model's MTP head in a paired MTP context). Its draft rides in the same step's batch right after
-the slot's last token, with logits on every drafted position; after the decode each slot keeps
-the prefix its sampler agrees with (plus one token of its own) and the rejected tail leaves the
-KV cache. Greedy requests produce exactly the tokens they would without speculation.
+Which slot a request gets and what of its KV cache it reuses: :mod:`.slots`. Speculative
+decoding (``SchedulerConfig.spec``): :mod:`.speculation`. What a sampled token means for the
+client (text, stop strings, limits): :class:`~llamabind.generation.output.OutputStream`.
 """
 
 from __future__ import annotations
@@ -22,126 +15,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
-from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, QueueFullError, UnsupportedError
-from ..generation.generator import common_prefix
-from ..generation.logprobs import TokenLogprob
-from ..generation.stop import StopMatcher
-from ..speculative.base import Draft, Drafter
-from ..speculative.verify import verify_draft
+from ..core import Batch, Context, Model
+from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, QueueFullError
+from ..generation.logprobs import TokenLogprob, token_logprobs
+from ..generation.output import OutputStream
+from .config import SchedulerConfig, SchedulerStats, SlotInfo
 from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage
+from .slots import PrefixCache, Slot
+from .speculation import SPEC_KINDS, SlotSpeculation
 
 __all__ = ["QueueFullError", "Scheduler", "SchedulerConfig", "SchedulerStats", "SlotInfo"]
 
 log = logging.getLogger("llamabind.batching")
 T = TypeVar("T")
 
-
-@dataclass
-class SchedulerConfig:
-    parallel: int = 4  # slots = sequences in the shared context
-    ctx_per_slot: int = 4096  # the most tokens (prompt + output) one request may use
-    n_batch: int = 2048
-    n_ubatch: int = 512
-    prefill_chunk: int = 512  # prompt tokens decoded per step (keeps streams flowing)
-    max_queue: int = 64  # waiting requests beyond the busy slots; more → QueueFullError
-    n_threads: int | None = None
-    n_threads_batch: int | None = None
-    type_k: str = "f16"
-    type_v: str = "f16"
-    attn_rotation: bool | None = None
-    flash_attn: str = "auto"
-    cache_reuse_min: int = 1  # shortest prefix worth copying from another slot
-    # False (llama-server's default for -np N): each slot has its own KV stream, so a request's
-    # cells are always in position order and its output does not depend on what other slots do
-    # (greedy output under load equals the output alone); a prefix shared from another slot is
-    # a whole-stream copy. True: one KV pool shared by all slots (prefix sharing copies only cell
-    # metadata, but where a sequence's cells land depends on the other slots' history, and
-    # llama.cpp's attention sums in cell order, so results vary slightly with the load).
-    kv_unified: bool = False
-    # speculative decoding: None | "ngram" | "draft" (Scheduler(draft_model=…)) | "mtp"
-    spec: str | None = None
-    n_draft: int = 8  # most tokens drafted per slot per step (MTP: 1–3 is typical)
-    spec_p_min: float = 0.0  # draft/MTP: stop a draft at a token less probable than this
-    spec_ngram_min: int = 2
-    spec_ngram_max: int = 4
-
-    def context_params(self) -> ContextParams:
-        return ContextParams(
-            n_ctx=self.ctx_per_slot * self.parallel,
-            n_batch=self.n_batch,
-            n_ubatch=self.n_ubatch,
-            n_seq_max=self.parallel,
-            n_threads=self.n_threads,
-            n_threads_batch=self.n_threads_batch,
-            type_k=self.type_k,
-            type_v=self.type_v,
-            attn_rotation=self.attn_rotation,
-            flash_attn=self.flash_attn,
-            kv_unified=self.kv_unified,
-        )
-
-
-@dataclass
-class SchedulerStats:
-    """Counters the engine updates; read by /metrics."""
-
-    requests_total: int = 0
-    requests_done: int = 0
-    requests_cancelled: int = 0
-    requests_failed: int = 0
-    prompt_tokens_total: int = 0  # prompt tokens decoded
-    cached_tokens_total: int = 0  # prompt tokens reused from cache
-    generated_tokens_total: int = 0
-    prompt_seconds_total: float = 0.0
-    generation_seconds_total: float = 0.0
-    decode_calls_total: int = 0
-    decode_seconds_total: float = 0.0
-    kv_evictions_total: int = 0
-    spec_rounds_total: int = 0  # slot-steps that verified a non-empty draft
-    spec_drafted_total: int = 0  # tokens proposed by drafters
-    spec_accepted_total: int = 0  # proposed tokens the target kept
-
-    @property
-    def spec_acceptance_rate(self) -> float:
-        return self.spec_accepted_total / self.spec_drafted_total if self.spec_drafted_total else 0.0
-
-
-@dataclass(frozen=True)
-class SlotInfo:
-    id: int
-    state: str  # idle | prefill | generate
-    request_id: int | None
-    n_cached: int
-    n_prompt: int
-    n_generated: int
-
-
-@dataclass(eq=False)
-class _Slot:
-    id: int
-    cached: list[int] = field(default_factory=list)  # tokens in this sequence's KV, in order
-    req: GenRequest | None = None
-    state: str = "idle"
-    prompt: list[int] = field(default_factory=list)
-    pending: int = 0  # index in prompt of the next token to decode
-    sampler: Sampler | None = None
-    detok: StreamingDetokenizer | None = None
-    stop: StopMatcher | None = None
-    last_token: int = -1  # sampled, not yet decoded
-    n_generated: int = 0
-    n_reused: int = 0
-    logits_idx: int = -1
-    last_used: float = 0.0
-    t_start: float = 0.0
-    t_first: float = 0.0
-    t_prefill_done: float = 0.0
-    drafter: Drafter | None = None
-    rows: list[int] = field(default_factory=list)  # batch indices of [last, draft…] logits
-    draft: Draft = field(default_factory=Draft)
+#: the prefill chunk is never halved below this after the KV cache ran full
+MIN_PREFILL_CHUNK = 16
 
 
 class _Job:
@@ -167,90 +58,32 @@ class Scheduler:
         cfg = self.config
         if cfg.parallel < 1:
             raise ValueError("parallel must be >= 1")
-        if cfg.spec not in (None, "ngram", "draft", "mtp"):
+        if cfg.spec not in SPEC_KINDS:
             raise ValueError(f"spec must be ngram, draft or mtp, got {cfg.spec!r}")
         if cfg.spec is not None and cfg.n_draft < 1:
             raise ValueError("n_draft must be >= 1")
         self.ctx = Context(model, cfg.context_params())
         self.n_ctx_slot = cfg.ctx_per_slot
-        self.slots = [_Slot(i) for i in range(cfg.parallel)]
+        self.slots = [Slot(i) for i in range(cfg.parallel)]
         self.draft_model = draft_model
-        self._draft_ctx: Context | None = None
+        self.stats = SchedulerStats()
         try:
-            self._setup_spec()
+            self._spec = SlotSpeculation(model, self.ctx, cfg, self.slots, self.stats, draft_model)
         except BaseException:
-            self._close_spec()
             self.ctx.close()
             raise
-        self.stats = SchedulerStats()
+        self._cache = PrefixCache(self.ctx, self.slots, cfg)
+        # prompt tokens decoded per step: starts at config.prefill_chunk, halved (here, never in
+        # the caller's config) when the KV cache runs full
+        self.prefill_chunk = cfg.prefill_chunk
         self._queue: collections.deque[GenRequest] = collections.deque()
         self._jobs: collections.deque[_Job] = collections.deque()
         self._cv = threading.Condition()
         self._stop = False
         self._batch = Batch(max(cfg.n_batch, cfg.parallel), 1)
         self._n_batch = self.ctx.n_batch
-        self._eog = model.vocab.eog_tokens
         self._thread = threading.Thread(target=self._loop, name="llamabind-engine", daemon=True)
         self._thread.start()
-
-    # ---------------------------------------------------- speculative setup
-    def _setup_spec(self) -> None:
-        cfg = self.config
-        if cfg.spec is None:
-            return
-        if cfg.spec == "ngram":
-            from ..speculative.ngram import NgramDrafter
-
-            for s in self.slots:
-                s.drafter = NgramDrafter(
-                    cfg.n_draft, ngram_min=cfg.spec_ngram_min, ngram_max=cfg.spec_ngram_max
-                )
-        elif cfg.spec == "draft":
-            from ..speculative.draft_model import DraftModelDrafter, check_vocab_compatible
-
-            if self.draft_model is None:
-                raise ValueError("spec='draft' needs Scheduler(..., draft_model=Model(...))")
-            check_vocab_compatible(self.model, self.draft_model)
-            self._draft_ctx = Context(
-                self.draft_model,
-                ContextParams(
-                    n_ctx=cfg.ctx_per_slot * cfg.parallel,
-                    n_batch=cfg.n_batch,
-                    n_ubatch=cfg.n_ubatch,
-                    n_seq_max=cfg.parallel,
-                    n_threads=cfg.n_threads,
-                    n_threads_batch=cfg.n_threads_batch,
-                    kv_unified=True,
-                ),
-            )
-            for s in self.slots:
-                s.drafter = DraftModelDrafter(
-                    self.draft_model,
-                    cfg.n_draft,
-                    ctx=self._draft_ctx,
-                    seq_id=s.id,
-                    p_min=cfg.spec_p_min,
-                    mode="greedy",
-                )
-        elif cfg.spec == "mtp":
-            from ..speculative.mtp import MtpConfig, MtpDrafter, check_mtp_model
-
-            check_mtp_model(self.model)
-            self._draft_ctx = Context(
-                self.model, cfg.context_params().replace(ctx_type="mtp"), other=self.ctx
-            )
-            mcfg = MtpConfig(cfg.n_draft, p_min=cfg.spec_p_min)
-            for s in self.slots:
-                s.drafter = MtpDrafter(self.ctx, mcfg, ctx=self._draft_ctx, seq_id=s.id)
-
-    def _close_spec(self) -> None:
-        for s in self.slots:
-            if s.drafter is not None:
-                s.drafter.close()
-                s.drafter = None
-        if self._draft_ctx is not None:
-            self._draft_ctx.close()
-            self._draft_ctx = None
 
     # ------------------------------------------------------------ public
     def submit(self, req: GenRequest) -> None:
@@ -319,7 +152,7 @@ class Scheduler:
 
     @property
     def kv_used_cells(self) -> int:
-        return sum(len(s.cached) for s in self.slots)
+        return self._cache.used_cells
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the engine: cancel everything, join the thread, free the context."""
@@ -337,7 +170,7 @@ class Scheduler:
             for s in self.slots:
                 if s.sampler is not None:
                     s.sampler.close()
-            self._close_spec()
+            self._spec.close()
             self.ctx.close()
 
     def __enter__(self) -> Scheduler:
@@ -409,96 +242,49 @@ class Scheduler:
                     return
                 req = self._queue.popleft()
             prompt = list(req.prompt)
-            # the idle slot with the longest cached prefix, else the least recently used
-            slot = max(idle, key=lambda s: (common_prefix(s.cached, prompt), -s.last_used))
+            slot = self._cache.pick(idle, prompt)
             try:
                 self._start(slot, req, prompt)
             except Exception as exc:
                 slot.req = req
                 self._fail(slot, exc)
 
-    def _start(self, slot: _Slot, req: GenRequest, prompt: list[int]) -> None:
-        now = time.perf_counter()
+    def _start(self, slot: Slot, req: GenRequest, prompt: list[int]) -> None:
         slot.req = req
         slot.prompt = prompt
-        slot.t_start = now
+        slot.t_start = time.perf_counter()
         slot.t_first = 0.0
-        slot.n_generated = 0
         slot.last_token = -1
         slot.logits_idx = -1
         slot.sampler = req.sampling.build(self.model)
-        slot.detok = StreamingDetokenizer(self.model.vocab, special=req.render_special)
-        slot.stop = StopMatcher(req.stop)
-        keep = common_prefix(slot.cached, prompt) if req.cache_prompt else 0
-        mirror = slot.drafter is not None and slot.drafter.needs_hidden_states
-        if mirror:
-            assert slot.drafter is not None
-            keep = min(keep, slot.drafter.max_reuse(prompt))
-        if slot.drafter is not None:
-            slot.drafter.configure(req.sampling)
-        # a longer prefix held by another slot is shared into this one (no re-decode); not with
-        # an MTP drafter, whose own cache mirrors this slot's decodes
-        donor, donor_keep = None, keep
-        if req.cache_prompt and not mirror:
-            for other in self.slots:
-                if other is slot:
-                    continue
-                k = common_prefix(other.cached, prompt)
-                if k > donor_keep and k >= self.config.cache_reuse_min:
-                    donor, donor_keep = other, k
-        if keep == len(prompt) or donor_keep == len(prompt):
-            keep = min(keep, len(prompt) - 1)
-            donor_keep = min(donor_keep, len(prompt) - 1)
-        if req.media is not None:  # a media chunk is reused whole or decoded again whole
-            keep = req.media.safe_prefix(keep)
-            donor_keep = req.media.safe_prefix(donor_keep)
-            if donor_keep <= keep:
-                donor = None
-        mem = self.ctx.memory
-        if donor is not None and donor_keep > keep:
-            mem.remove(slot.id, -1, -1)
-            if self.config.kv_unified:
-                mem.copy(donor.id, slot.id, 0, donor_keep)
-            else:  # llama.cpp copies between streams only whole: copy, then trim the tail
-                mem.copy(donor.id, slot.id, -1, -1)
-                mem.remove(slot.id, donor_keep, -1)
-            slot.cached = prompt[:donor_keep]
-            keep = donor_keep
-        elif keep < len(slot.cached):
-            if not mem.remove(slot.id, keep, -1):
-                mem.remove(slot.id, -1, -1)
-                keep = 0
-            del slot.cached[keep:]
-        if slot.drafter is not None:
-            slot.drafter.rollback(keep)
+        slot.out = OutputStream(
+            self.model.vocab,
+            n_prompt=len(prompt),
+            n_ctx=self.n_ctx_slot,
+            max_tokens=req.max_tokens,
+            stop=req.stop,
+            ignore_eos=req.ignore_eos,
+            render_special=req.render_special,
+        )
+        drafter = slot.drafter
+        # a drafter that mirrors this slot's decodes (MTP) limits what the slot may reuse, and its
+        # slot takes no prefix from another slot (the mirror would lack it)
+        mirror = drafter is not None and drafter.needs_hidden_states
+        max_keep = None
+        if drafter is not None:
+            if mirror:
+                max_keep = drafter.max_reuse(prompt)
+            drafter.configure(req.sampling)
+        keep = self._cache.claim(
+            slot, prompt, cache_prompt=req.cache_prompt, media=req.media, max_keep=max_keep, share=not mirror
+        )
+        if drafter is not None:
+            drafter.rollback(keep)
         slot.rows = []
-        slot.draft = Draft()
+        slot.draft = None
         slot.pending = keep
         slot.n_reused = keep
         slot.state = "prefill"
-
-    def _draft_for(self, s: _Slot, room: int) -> Draft:
-        """The slot's draft for this step (empty without a drafter, or when drafting fails)."""
-        req = s.req
-        if s.drafter is None or req is None or not req.speculative or room <= 0:
-            return Draft()
-        limit = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else self.n_ctx_slot
-        room = min(room, limit - s.n_generated, self.n_ctx_slot - len(s.cached) - 2)
-        if room <= 0:
-            return Draft()
-        try:
-            d = s.drafter.draft(s.cached, s.last_token, room)
-        except LlamabindError as exc:  # e.g. the draft context is full: go on without a draft
-            log.warning("slot %d: drafting failed (%s); continuing without a draft", s.id, exc)
-            s.drafter.reset()
-            return Draft()
-        if len(d.tokens) > room:
-            d = Draft(d.tokens[:room])
-        try:
-            self.model.vocab.check(d.tokens)
-        except LlamabindError:
-            return Draft()
-        return d
 
     def _step(self) -> None:
         batch = self._batch
@@ -506,22 +292,25 @@ class Scheduler:
         gen = [s for s in self.slots if s.req is not None and s.state == "generate"]
         pre = [s for s in self.slots if s.req is not None and s.state == "prefill"]
         cap = min(batch.capacity, self._n_batch)
+        spec = self._spec
         for i, s in enumerate(gen):
             # leave one entry for each generating slot still to come
-            room = cap - len(batch) - (len(gen) - i)
-            s.draft = self._draft_for(s, room)
+            d = spec.draft(s, cap - len(batch) - (len(gen) - i)) if s.drafter is not None else None
             pos = len(s.cached)
-            s.rows = [batch.add(s.last_token, pos, s.id, True)]
-            for j, t in enumerate(s.draft.tokens):
-                s.rows.append(batch.add(t, pos + 1 + j, s.id, True))
-            s.logits_idx = s.rows[0]
-        budget = min(self.config.prefill_chunk, cap - len(batch))
-        chunks: list[tuple[_Slot, int]] = []
+            s.logits_idx = batch.add(s.last_token, pos, s.id, True)
+            s.draft = d
+            if d is not None:
+                rows = [s.logits_idx]
+                for j, t in enumerate(d.tokens):
+                    rows.append(batch.add(t, pos + 1 + j, s.id, True))
+                s.rows = rows
+        budget = min(self.prefill_chunk, cap - len(batch))
+        chunks: list[tuple[Slot, int]] = []
         firsts: list[int] = []
         for s in sorted(pre, key=lambda s: s.t_start):
+            s.logits_idx = -1
+            s.draft = None
             if budget <= 0:
-                s.logits_idx = -1
-                s.rows = []
                 continue
             remaining = len(s.prompt) - s.pending
             take = min(remaining, budget)
@@ -539,18 +328,13 @@ class Scheduler:
                     s.pending += n
                     self.stats.prompt_tokens_total += mchunk.n_tokens
                     budget -= mchunk.n_tokens
-                    s.logits_idx = -1
-                    s.rows = []
-                    s.draft = Draft()
                     continue
                 take = min(take, n)
             last = take == remaining
-            start_pos = len(s.cached)
             chunk = s.prompt[s.pending : s.pending + take]
-            idx = batch.add_sequence(chunk, start_pos, s.id, logits_last=last)
-            s.logits_idx = idx if last else -1
-            s.rows = [idx] if last else []
-            s.draft = Draft()
+            idx = batch.add_sequence(chunk, len(s.cached), s.id, logits_last=last)
+            if last:
+                s.logits_idx = idx
             chunks.append((s, take))
             firsts.append(idx - take + 1)
             budget -= take
@@ -560,24 +344,21 @@ class Scheduler:
         try:
             self.ctx.decode(batch)
         except NoKvSlotError:
-            self._on_kv_full(gen, chunks)
+            self._on_kv_full(chunks)
             return
-        dt = time.perf_counter() - t0
-        st = self.stats
-        st.decode_calls_total += 1
-        st.decode_seconds_total += dt
-        n_pre = sum(t for _, t in chunks)
-        total = len(batch)
-        if total:
-            st.prompt_seconds_total += dt * n_pre / total
-            st.generation_seconds_total += dt * (total - n_pre) / total
-        st.prompt_tokens_total += n_pre
+        self.stats.count_decode(time.perf_counter() - t0, sum(t for _, t in chunks), len(batch))
         for s in gen:
-            sent = [s.last_token, *s.draft.tokens]
             pos = len(s.cached)
-            s.cached.extend(sent)
-            if s.drafter is not None and s.drafter.needs_hidden_states:
-                self._observe(s, sent, pos, s.rows[0])
+            mirror = s.drafter is not None and s.drafter.needs_hidden_states
+            if s.draft is None:
+                s.cached.append(s.last_token)
+                if mirror:
+                    spec.observe(s, (s.last_token,), pos, s.logits_idx)
+            else:
+                sent = [s.last_token, *s.draft.tokens]
+                s.cached.extend(sent)
+                if mirror:
+                    spec.observe(s, sent, pos, s.logits_idx)
         for (s, take), first in zip(chunks, firsts, strict=True):
             chunk = s.prompt[s.pending : s.pending + take]
             pos = len(s.cached)
@@ -588,84 +369,61 @@ class Scheduler:
                 and s.drafter.needs_hidden_states
                 and (s.req is None or s.req.media is None)
             ):
-                self._observe(s, chunk, pos, first)
+                spec.observe(s, chunk, pos, first)
             if s.pending == len(s.prompt):
                 s.state = "generate"
                 s.t_prefill_done = time.perf_counter()
         for s in self.slots:
-            if s.req is not None and s.state == "generate" and s.rows:
+            if s.req is not None and s.state == "generate" and s.logits_idx >= 0:
                 self._sample(s)
 
-    def _observe(self, s: _Slot, tokens: list[int], pos: int, first: int) -> None:
-        assert s.drafter is not None
-        try:
-            s.drafter.observe(self.ctx, tokens, pos, first)
-        except LlamabindError as exc:  # the mirror is lost: drafts get worse, output stays exact
-            log.warning("slot %d: drafter could not follow the decode (%s)", s.id, exc)
-            s.drafter.reset()
-
-    def _sample(self, s: _Slot) -> None:
+    def _sample(self, s: Slot) -> None:
         req = s.req
-        assert req is not None and s.sampler is not None and s.detok is not None and s.stop is not None
-        rows, d = s.rows, s.draft
+        assert req is not None and s.sampler is not None
+        idx = s.logits_idx
+        s.logits_idx = -1
+        d = s.draft
+        if d is None:  # plain decoding: one token from this slot's logits
+            if req.logprobs is not None:
+                logits = self.ctx.logits(idx)
+                token = s.sampler.sample(self.ctx, idx)
+                lp: tuple[TokenLogprob, ...] = (token_logprobs(logits, token, req.logprobs),)
+            else:
+                token = s.sampler.sample(self.ctx, idx)
+                lp = ()
+            if not self._emit(s, token, lp):
+                s.last_token = token
+            return
+        s.draft = None
+        verdict = self._spec.verify(s, d, req.logprobs)
         s.rows = []
-        s.draft = Draft()
-        verdict = verify_draft(self.ctx, s.sampler, rows, d, logprobs=req.logprobs)
-        if d.tokens:
-            k = verdict.accepted
-            keep = len(s.cached) - len(d.tokens) + k
-            if keep < len(s.cached):
-                if not self.ctx.memory.remove(s.id, keep, -1):
-                    raise UnsupportedError(
-                        "this model's memory cannot drop rejected draft tokens (recurrent or hybrid "
-                        "models need rollback snapshots): run the server without speculation"
-                    )
-                del s.cached[keep:]
-            assert s.drafter is not None
-            s.drafter.rollback(keep)
-            s.drafter.record(len(d.tokens), k, len(verdict.tokens))
-            st = self.stats
-            st.spec_rounds_total += 1
-            st.spec_drafted_total += len(d.tokens)
-            st.spec_accepted_total += k
         for i, token in enumerate(verdict.tokens):
             lp = (verdict.logprobs[i],) if i < len(verdict.logprobs) else ()
             if self._emit(s, token, lp):
                 return
         s.last_token = verdict.tokens[-1]
 
-    def _emit(self, s: _Slot, token: int, lp: tuple[TokenLogprob, ...]) -> bool:
+    def _emit(self, s: Slot, token: int, lp: tuple[TokenLogprob, ...]) -> bool:
         """Hand one sampled token to the client; True when the request finished with it."""
-        req = s.req
-        assert req is not None and s.detok is not None and s.stop is not None
-        s.n_generated += 1
+        req, out = s.req, s.out
+        assert req is not None and out is not None
+        text = out.feed(token)
         self.stats.generated_tokens_total += 1
-        if s.n_generated == 1:
+        if out.n_generated == 1:
             s.t_first = time.perf_counter()
-        if token in self._eog and not req.ignore_eos:
-            self._finish(s, "stop")
-            return True
-        text = s.stop.feed(s.detok.feed(token))
-        if s.stop.stopped is not None:
-            if text:
-                req.emit(TokenEvent(text, (token,), lp))
-            self._finish(s, "stop")
-            return True
-        if text or lp:
+        if text is not None and (text or lp):
             req.emit(TokenEvent(text, (token,), lp))
-        limit = req.max_tokens if req.max_tokens is not None and req.max_tokens >= 0 else self.n_ctx_slot
-        if s.n_generated >= limit or len(s.cached) + 1 >= self.n_ctx_slot:
-            self._finish(s, "length")
+        if out.finish_reason is not None:
+            self._finish(s, out.finish_reason)
             return True
         return False
 
-    def _finish(self, s: _Slot, reason: str) -> None:
+    def _finish(self, s: Slot, reason: str) -> None:
         req = s.req
         if req is None:
             return
-        tail = ""
-        if reason != "cancelled" and s.stop is not None and s.detok is not None and s.stop.stopped is None:
-            tail = s.stop.feed(s.detok.flush()) + s.stop.flush()
+        out = s.out
+        tail = out.finish() if out is not None and reason != "cancelled" else ""
         if tail:
             req.emit(TokenEvent(tail, ()))
         now = time.perf_counter()
@@ -683,11 +441,11 @@ class Scheduler:
             self.stats.requests_cancelled += 1
         else:
             self.stats.requests_done += 1
-        stop = s.stop.stopped if s.stop is not None else None
+        stop = out.stopped if out is not None else None
         self._release(s)
         req.emit(DoneEvent(reason, usage, stop))
 
-    def _fail(self, s: _Slot, exc: BaseException) -> None:
+    def _fail(self, s: Slot, exc: BaseException) -> None:
         req = s.req
         self.stats.requests_failed += 1
         # what is in the KV cache for this slot is uncertain after a failure: drop it
@@ -705,33 +463,26 @@ class Scheduler:
         if req is not None:
             req.emit(ErrorEvent(exc))
 
-    def _release(self, s: _Slot) -> None:
+    def _release(self, s: Slot) -> None:
         if s.sampler is not None:
             s.sampler.close()
         s.sampler = None
-        s.detok = None
-        s.stop = None
+        s.out = None
         s.req = None
         s.state = "idle"
         s.prompt = []
+        s.draft = None
+        s.rows = []
         s.last_used = time.perf_counter()  # s.cached stays: it is this slot's prefix cache
 
-    def _on_kv_full(self, gen: list[_Slot], chunks: list[tuple[_Slot, int]]) -> None:
+    def _on_kv_full(self, chunks: list[tuple[Slot, int]]) -> None:
         """No KV room: evict idle slots' caches first, then shrink prefill, then fail the youngest."""
         self.stats.kv_evictions_total += 1
-        evicted = False
-        for s in self.slots:
-            if s.req is None and s.cached:
-                self.ctx.memory.remove(s.id, -1, -1)
-                s.cached = []
-                if s.drafter is not None:
-                    s.drafter.reset()
-                evicted = True
-        if evicted:
+        if self._cache.evict_idle():
             return  # retried at the next step
-        if chunks and self.config.prefill_chunk > 16:
-            self.config.prefill_chunk //= 2
-            log.warning("KV cache full: prefill chunk reduced to %d", self.config.prefill_chunk)
+        if chunks and self.prefill_chunk > MIN_PREFILL_CHUNK:
+            self.prefill_chunk //= 2
+            log.warning("KV cache full: prefill chunk reduced to %d", self.prefill_chunk)
             return
         active = [s for s in self.slots if s.req is not None]
         if not active:

@@ -23,9 +23,9 @@ from .template import ChatTemplate
 from .tool_calls import ToolCall
 
 if TYPE_CHECKING:
+    from ..generation.draft import Drafter
     from ..multimodal.context import MediaPrompt
     from ..multimodal.media import MediaResolver
-    from ..speculative.base import Drafter
 
 __all__ = ["ChatChunk", "ChatResult", "chat", "chat_stream"]
 

@@ -6,16 +6,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from ..core import Batch, Context, Sampler, StreamingDetokenizer
-from ..errors import ContextOverflowError
+from ..core import Batch, Context, Sampler
+from ..errors import ContextOverflowError, UnsupportedError
+from .draft import Draft, Drafter
 from .logprobs import TokenLogprob, token_logprobs
+from .output import OutputStream
 from .sampling import SamplingParams
-from .stop import StopMatcher
-
-if TYPE_CHECKING:
-    from ..speculative.base import Drafter
+from .verify import verify_draft
 
 __all__ = ["GenerationChunk", "GenerationResult", "Generator", "Timings", "common_prefix"]
 
@@ -206,6 +204,25 @@ class Generator:
             if own_sampler:
                 smp.close()
 
+    def _output(
+        self,
+        n_prompt: int,
+        max_tokens: int | None,
+        stop: Sequence[str],
+        stop_tokens: Sequence[int],
+        ignore_eos: bool,
+    ) -> OutputStream:
+        return OutputStream(
+            self.model.vocab,
+            n_prompt=n_prompt,
+            n_ctx=self.ctx.n_ctx_per_seq,
+            max_tokens=max_tokens,
+            stop=stop,
+            stop_tokens=stop_tokens,
+            ignore_eos=ignore_eos,
+            render_special=self._render_special,
+        )
+
     def _run(
         self,
         tokens: list[int],
@@ -220,7 +237,6 @@ class Generator:
         t0 = time.perf_counter()
         timings = Timings()
         self.last_timings = timings
-        n_ctx = self.ctx.n_ctx_per_seq
         reused = self.prefill(tokens, cancel=cancel)
         timings.cached_tokens = reused
         timings.prompt_tokens = len(tokens) - reused
@@ -229,24 +245,15 @@ class Generator:
         if cancel is not None and cancel.is_set():
             yield GenerationChunk("", [], finish_reason="cancelled")
             return
-        vocab = self.model.vocab
-        eog = frozenset() if ignore_eos else vocab.eog_tokens
-        extra_stop = frozenset(stop_tokens)
-        detok = StreamingDetokenizer(vocab, special=self._render_special)
-        matcher = StopMatcher(stop)
+        out = self._output(len(tokens), max_tokens, stop, stop_tokens, ignore_eos)
         batch = self._batch
         ctx = self.ctx
         seq = self.seq_id
         pos = len(tokens)
-        limit = max_tokens if max_tokens is not None and max_tokens >= 0 else n_ctx
-        n = 0
-        finish = "length"
-        while True:
-            if n >= limit or pos >= n_ctx:
-                finish = "length"
-                break
+        cancelled = False
+        while out.finish_reason is None:
             if cancel is not None and cancel.is_set():
-                finish = "cancelled"
+                cancelled = True
                 break
             lp: list[TokenLogprob] = []
             if logprobs is not None:
@@ -255,35 +262,30 @@ class Generator:
                 lp = [token_logprobs(logits, token, logprobs)]
             else:
                 token = smp.sample(ctx, -1)
-            n += 1
-            if n == 1:
+            text = out.feed(token)
+            if out.n_generated == 1:
                 timings.ttft_ms = (time.perf_counter() - t0) * 1000
-            if token in eog or token in extra_stop:
-                finish = "stop"
+            if text is None:
                 break
-            text = matcher.feed(detok.feed(token))
-            if matcher.stopped is not None:
-                timings.generated_tokens = n
-                if text:
-                    yield GenerationChunk(text, [token], lp)
-                finish = "stop"
-                break
-            # decode the token now so the next step has logits (skipped when we stop here)
-            if n < limit and pos + 1 < n_ctx:
+            if out.finish_reason is None:
+                # decode the token now so the next step has logits (skipped when we stop here)
                 batch.clear()
                 batch.add(token, pos, seq, True)
                 ctx.decode(batch)
                 self.cached.append(token)
             pos += 1
-            timings.generated_tokens = n
+            timings.generated_tokens = out.n_generated
             yield GenerationChunk(text, [token], lp)
-        tail = matcher.flush() + (detok.flush() if matcher.stopped is None else "")
-        if tail and matcher.stopped is None:
-            tail = matcher.feed(tail) + matcher.flush()
-        timings.generated_tokens = n
+        yield self._last_chunk(out, "cancelled" if cancelled else None, t1)
+
+    def _last_chunk(self, out: OutputStream, finish: str | None, t1: float) -> GenerationChunk:
+        """The final chunk: held-back text and the finish reason; completes ``last_timings``."""
+        tail = out.finish()
+        timings = self.last_timings
+        timings.generated_tokens = out.n_generated
         timings.generation_ms = (time.perf_counter() - t1) * 1000
-        yield GenerationChunk(tail, [], finish_reason=finish)
-        self._stopped = matcher.stopped
+        self._stopped = out.stopped
+        return GenerationChunk(tail, [], finish_reason=finish or out.finish_reason or "length")
 
     def _run_spec(
         self,
@@ -300,9 +302,6 @@ class Generator:
     ) -> Iterator[GenerationChunk]:
         """Speculative decoding: draft, verify the draft in one batch, keep the agreed prefix."""
         import numpy as np
-
-        from ..speculative.base import Draft
-        from ..speculative.verify import verify_draft
 
         t0 = time.perf_counter()
         timings = Timings()
@@ -328,51 +327,32 @@ class Generator:
         if sp is not None and not sp.greedy:
             rng = np.random.default_rng(None if sp.seed is None else int(sp.seed) & 0xFFFFFFFF)
         vocab = self.model.vocab
-        eog = frozenset() if ignore_eos else vocab.eog_tokens
-        extra_stop = frozenset(stop_tokens)
-        detok = StreamingDetokenizer(vocab, special=self._render_special)
-        matcher = StopMatcher(stop)
+        out = self._output(len(tokens), max_tokens, stop, stop_tokens, ignore_eos)
         batch = self._batch
-        limit = max_tokens if max_tokens is not None and max_tokens >= 0 else n_ctx
-        n = 0
-        finish = "length"
+        cancelled = False
         # the first token comes from the prompt's logits (an empty draft, verified at row -1)
         verdict = verify_draft(ctx, smp, [-1], Draft(), logprobs=logprobs)
-        pending = verdict.tokens
-        pending_lp = verdict.logprobs
-        while True:
-            stopped = False
-            for j, token in enumerate(pending):
-                if n >= limit:
-                    finish, stopped = "length", True
-                    break
-                n += 1
-                if n == 1:
+        while out.finish_reason is None:
+            pending_lp = verdict.logprobs
+            for j, token in enumerate(verdict.tokens):
+                text = out.feed(token)
+                if out.n_generated == 1:
                     timings.ttft_ms = (time.perf_counter() - t0) * 1000
-                lp = [pending_lp[j]] if j < len(pending_lp) else []
-                if token in eog or token in extra_stop:
-                    finish, stopped = "stop", True
+                if text is None:
                     break
-                text = matcher.feed(detok.feed(token))
-                timings.generated_tokens = n
-                if matcher.stopped is not None:
-                    if text:
-                        yield GenerationChunk(text, [token], lp)
-                    finish, stopped = "stop", True
+                timings.generated_tokens = out.n_generated
+                yield GenerationChunk(text, [token], [pending_lp[j]] if j < len(pending_lp) else [])
+                if out.finish_reason is not None:
                     break
-                yield GenerationChunk(text, [token], lp)
-            if stopped:
-                break
-            last = pending[-1]
-            pos = len(self.cached)
-            if n >= limit or pos + 1 >= n_ctx:
-                finish = "length"
+            if out.finish_reason is not None:
                 break
             if cancel is not None and cancel.is_set():
-                finish = "cancelled"
+                cancelled = True
                 break
+            last = verdict.tokens[-1]
+            pos = len(self.cached)
             # draft at most what can still be emitted and what fits the context
-            room = min(limit - n, n_ctx - pos - 2, batch.capacity - 1)
+            room = min(out.remaining, n_ctx - pos - 2, batch.capacity - 1)
             d = drafter.draft(self.cached, last, room) if room > 0 else Draft()
             if len(d.tokens) > room:
                 d = Draft(d.tokens[:room], d.probs[:room] if d.probs is not None else None)
@@ -390,8 +370,6 @@ class Generator:
             keep = pos + 1 + k
             if keep < len(self.cached):
                 if not ctx.memory.remove(seq, keep, -1):  # pragma: no cover - attention KV always can
-                    from ..errors import UnsupportedError
-
                     raise UnsupportedError(
                         f"{self.model.path.name}: its memory cannot drop rejected draft tokens (recurrent "
                         "or hybrid models need rollback snapshots, not supported): use plain decoding"
@@ -402,15 +380,7 @@ class Generator:
             timings.spec_rounds += 1
             timings.drafted_tokens += len(d.tokens)
             timings.accepted_tokens += k
-            pending = verdict.tokens
-            pending_lp = verdict.logprobs
-        tail = matcher.flush() + (detok.flush() if matcher.stopped is None else "")
-        if tail and matcher.stopped is None:
-            tail = matcher.feed(tail) + matcher.flush()
-        timings.generated_tokens = n
-        timings.generation_ms = (time.perf_counter() - t1) * 1000
-        yield GenerationChunk(tail, [], finish_reason=finish)
-        self._stopped = matcher.stopped
+        yield self._last_chunk(out, "cancelled" if cancelled else None, t1)
 
     def complete(self, prompt: str | Sequence[int], **kwargs: object) -> GenerationResult:
         """Non-streaming: the whole generation as one result."""

@@ -16,12 +16,12 @@ decoding; sampled output keeps the target's distribution (rejection sampling).
 
 from __future__ import annotations
 
-from .base import Draft, Drafter, SpecStats
+from ..generation.draft import Draft, Drafter, SpecStats
+from ..generation.verify import Verdict, rejection_step, sample_residual, verify_draft
 from .draft_model import DraftModelDrafter, check_vocab_compatible
 from .mtp import MtpConfig, MtpDrafter, check_mtp_model
 from .ngram import NgramDrafter
 from .runner import Comparison, RunResult, compare, make_drafter
-from .verify import Verdict, rejection_step, sample_residual, verify_draft
 
 __all__ = [
     "Comparison",

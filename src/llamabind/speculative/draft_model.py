@@ -9,9 +9,9 @@ import numpy.typing as npt
 
 from ..core import Batch, Context, ContextParams, Model, Sampler
 from ..errors import ContextOverflowError
+from ..generation.draft import Draft, Drafter
 from ..generation.generator import common_prefix
 from ..generation.sampling import SamplingParams
-from .base import Draft, Drafter
 
 __all__ = ["DraftModelDrafter", "check_vocab_compatible"]
 

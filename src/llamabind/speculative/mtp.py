@@ -33,7 +33,7 @@ from ..core.batch_ext import (
     set_embeddings_nextn,
 )
 from ..errors import UnsupportedError
-from .base import Draft, Drafter
+from ..generation.draft import Draft, Drafter
 
 __all__ = ["MtpConfig", "MtpDrafter", "check_mtp_model"]
 

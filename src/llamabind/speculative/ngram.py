@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Draft, Drafter
+from ..generation.draft import Draft, Drafter
 
 __all__ = ["NgramDrafter"]
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..core import Context, Model
+from ..generation.draft import Drafter, SpecStats
 from ..generation.generator import GenerationResult, Generator
 from ..generation.sampling import SamplingParams
-from .base import Drafter, SpecStats
 from .draft_model import DraftModelDrafter
 from .mtp import MtpConfig, MtpDrafter
 from .ngram import NgramDrafter

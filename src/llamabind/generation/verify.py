@@ -22,8 +22,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..core import Context, Sampler
-from ..generation.logprobs import TokenLogprob, token_logprobs
-from .base import Draft
+from .draft import Draft
+from .logprobs import TokenLogprob, token_logprobs
 
 __all__ = ["Verdict", "rejection_step", "sample_residual", "supports_rejection", "verify_draft"]
 

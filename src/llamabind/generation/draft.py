@@ -1,4 +1,7 @@
-"""The drafter interface shared by every speculative-decoding strategy, and its counters.
+"""Speculative drafts: the drafter interface shared by every strategy, and its counters.
+
+It lives in ``generation`` (not ``speculative``) because the generation loops drive drafters;
+the drafters themselves are in :mod:`llamabind.speculative`.
 
 A *drafter* proposes up to ``n_max`` tokens that probably follow a sequence; the *target* model
 verifies them all in one batch and keeps the longest prefix its own sampling agrees with, plus
@@ -27,7 +30,7 @@ import numpy.typing as npt
 
 if TYPE_CHECKING:
     from ..core import Context
-    from ..generation.sampling import SamplingParams
+    from .sampling import SamplingParams
 
 __all__ = ["Draft", "Drafter", "SpecStats"]
 
