@@ -18,12 +18,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
-from typing import Any  # noqa: E402
+from typing import Any
 
-import pytest  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
+import pytest
+from pydantic import BaseModel
 
-from .conftest import ALIAS, API_KEY, RunningServer  # noqa: E402
+from .conftest import ALIAS, API_KEY, RunningServer
 
 QUESTION = "Name three colors."
 

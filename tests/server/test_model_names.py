@@ -35,7 +35,9 @@ def test_any_name_is_served(client: openai.OpenAI) -> None:
 
 def test_any_name_anthropic(server: RunningServer) -> None:
     ac = anthropic.Anthropic(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120.0)
-    r = ac.messages.create(model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    r = ac.messages.create(
+        model="claude-sonnet-4-5", max_tokens=8, messages=[{"role": "user", "content": "Hi"}]
+    )
     assert r.model == ALIAS
     assert any(b.type == "text" and b.text for b in r.content)
 
@@ -58,4 +60,6 @@ def test_strict_unknown_name_404(strict_server: RunningServer) -> None:
         client.completions.create(model="davinci", prompt="x", max_tokens=1)
     ac = anthropic.Anthropic(base_url=strict_server.base_url, api_key="unused", max_retries=0, timeout=60.0)
     with pytest.raises(anthropic.NotFoundError):
-        ac.messages.create(model="claude-sonnet-4-5", max_tokens=4, messages=[{"role": "user", "content": "Hi"}])
+        ac.messages.create(
+            model="claude-sonnet-4-5", max_tokens=4, messages=[{"role": "user", "content": "Hi"}]
+        )
