@@ -10,79 +10,178 @@ Quick tour::
 
 from __future__ import annotations
 
-# engines (layer 3)
-from .batching import GenRequest, Scheduler, SchedulerConfig
-from .chat import ChatTemplate, ToolCall, parse_tool_calls, split_reasoning
-from .core import (
-    Batch,
-    Context,
-    ContextParams,
-    DeviceInfo,
-    LogitsProcessor,
-    LoraAdapter,
-    Memory,
-    Model,
-    ModelParams,
-    PerfData,
-    Sampler,
-    SamplerPerf,
-    State,
-    StreamingDetokenizer,
-    TokenAttr,
-    Vocab,
-    backend_init,
-    default_threads,
-    devices,
-    load_control_vector,
-    system_info,
-)
-from .core.batch_ext import BatchExt
-from .default_model import default_model_path
-from .embeddings import Embedder, EmbeddingError, RerankResult, cosine_similarity, embed, rerank
-from .errors import (
-    AbortedError,
-    BatchFullError,
-    ClosedError,
-    ConcurrentUseError,
-    ContextCreateError,
-    ContextOverflowError,
-    DecodeError,
-    GrammarError,
-    HubError,
-    LlamabindError,
-    LoraError,
-    ModelLoadError,
-    NativeLibraryError,
-    NoKvSlotError,
-    QuantizeError,
-    RpcError,
-    SchemaError,
-    StateError,
-    TemplateError,
-    TokenizeError,
-    UnsupportedError,
-)
-from .generation.generator import GenerationChunk, GenerationResult, Generator, Timings
-from .generation.sampling import SamplingParams
-from .grammar import Grammar, json_schema_to_gbnf, validate_gbnf
-from .incremental import IncrementalChat, IncrementalPrefill
-from .kvcache import KV_CACHE_TYPES, kv_type_report, perplexity
-from .multimodal import (
-    Bitmap,
-    MediaChunk,
-    MediaError,
-    MediaGenerator,
-    MediaPolicy,
-    MediaPrompt,
-    MediaResolver,
-    MtmdContext,
-    MultimodalError,
-    ProjectorError,
-    find_mmproj,
-    projector_info,
-)
-from .quantize import QuantizeParams, QuantizeResult, quantize
-from .speculative import Draft, Drafter, DraftModelDrafter, MtpConfig, MtpDrafter, NgramDrafter, SpecStats
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .batching import GenRequest, Scheduler, SchedulerConfig
+    from .chat import ChatTemplate, ToolCall, parse_tool_calls, split_reasoning
+    from .core import (
+        Batch,
+        Context,
+        ContextParams,
+        DeviceInfo,
+        LogitsProcessor,
+        LoraAdapter,
+        Memory,
+        Model,
+        ModelParams,
+        PerfData,
+        Sampler,
+        SamplerPerf,
+        State,
+        StreamingDetokenizer,
+        TokenAttr,
+        Vocab,
+        backend_init,
+        default_threads,
+        devices,
+        load_control_vector,
+        system_info,
+    )
+    from .core.batch_ext import BatchExt
+    from .default_model import default_model_path
+    from .embeddings import Embedder, EmbeddingError, RerankResult, cosine_similarity, embed, rerank
+    from .errors import (
+        AbortedError,
+        BatchFullError,
+        ClosedError,
+        ConcurrentUseError,
+        ContextCreateError,
+        ContextOverflowError,
+        DecodeError,
+        GrammarError,
+        HubError,
+        LlamabindError,
+        LoraError,
+        ModelLoadError,
+        NativeLibraryError,
+        NoKvSlotError,
+        QuantizeError,
+        RpcError,
+        SchemaError,
+        StateError,
+        TemplateError,
+        TokenizeError,
+        UnsupportedError,
+    )
+    from .generation.generator import GenerationChunk, GenerationResult, Generator, Timings
+    from .generation.sampling import SamplingParams
+    from .grammar import Grammar, json_schema_to_gbnf, validate_gbnf
+    from .incremental import IncrementalChat, IncrementalPrefill
+    from .kvcache import KV_CACHE_TYPES, kv_type_report, perplexity
+    from .multimodal import (
+        Bitmap,
+        MediaChunk,
+        MediaError,
+        MediaGenerator,
+        MediaPolicy,
+        MediaPrompt,
+        MediaResolver,
+        MtmdContext,
+        MultimodalError,
+        ProjectorError,
+        find_mmproj,
+        projector_info,
+    )
+    from .quantize import QuantizeParams, QuantizeResult, quantize
+    from .speculative import Draft, Drafter, DraftModelDrafter, MtpConfig, MtpDrafter, NgramDrafter, SpecStats
+
+# public name -> the module that defines it, imported on first access (PEP 562): `import llamabind`
+# stays cheap and loads no engine until one is used
+_LAZY: dict[str, str] = {
+    "GenRequest": ".batching",
+    "Scheduler": ".batching",
+    "SchedulerConfig": ".batching",
+    "ChatTemplate": ".chat",
+    "ToolCall": ".chat",
+    "parse_tool_calls": ".chat",
+    "split_reasoning": ".chat",
+    "Batch": ".core",
+    "Context": ".core",
+    "ContextParams": ".core",
+    "DeviceInfo": ".core",
+    "LogitsProcessor": ".core",
+    "LoraAdapter": ".core",
+    "Memory": ".core",
+    "Model": ".core",
+    "ModelParams": ".core",
+    "PerfData": ".core",
+    "Sampler": ".core",
+    "SamplerPerf": ".core",
+    "State": ".core",
+    "StreamingDetokenizer": ".core",
+    "TokenAttr": ".core",
+    "Vocab": ".core",
+    "backend_init": ".core",
+    "default_threads": ".core",
+    "devices": ".core",
+    "load_control_vector": ".core",
+    "system_info": ".core",
+    "BatchExt": ".core.batch_ext",
+    "Embedder": ".embeddings",
+    "EmbeddingError": ".embeddings",
+    "RerankResult": ".embeddings",
+    "cosine_similarity": ".embeddings",
+    "embed": ".embeddings",
+    "rerank": ".embeddings",
+    "AbortedError": ".errors",
+    "BatchFullError": ".errors",
+    "ClosedError": ".errors",
+    "ConcurrentUseError": ".errors",
+    "ContextCreateError": ".errors",
+    "ContextOverflowError": ".errors",
+    "DecodeError": ".errors",
+    "GrammarError": ".errors",
+    "HubError": ".errors",
+    "LlamabindError": ".errors",
+    "LoraError": ".errors",
+    "ModelLoadError": ".errors",
+    "NativeLibraryError": ".errors",
+    "NoKvSlotError": ".errors",
+    "QuantizeError": ".errors",
+    "RpcError": ".errors",
+    "SchemaError": ".errors",
+    "StateError": ".errors",
+    "TemplateError": ".errors",
+    "TokenizeError": ".errors",
+    "UnsupportedError": ".errors",
+    "GenerationChunk": ".generation.generator",
+    "GenerationResult": ".generation.generator",
+    "Generator": ".generation.generator",
+    "Timings": ".generation.generator",
+    "SamplingParams": ".generation.sampling",
+    "Grammar": ".grammar",
+    "json_schema_to_gbnf": ".grammar",
+    "validate_gbnf": ".grammar",
+    "IncrementalChat": ".incremental",
+    "IncrementalPrefill": ".incremental",
+    "KV_CACHE_TYPES": ".kvcache",
+    "kv_type_report": ".kvcache",
+    "perplexity": ".kvcache",
+    "default_model_path": ".default_model",
+    "Bitmap": ".multimodal",
+    "MediaChunk": ".multimodal",
+    "MediaError": ".multimodal",
+    "MediaGenerator": ".multimodal",
+    "MediaPolicy": ".multimodal",
+    "MediaPrompt": ".multimodal",
+    "MediaResolver": ".multimodal",
+    "MtmdContext": ".multimodal",
+    "MultimodalError": ".multimodal",
+    "ProjectorError": ".multimodal",
+    "find_mmproj": ".multimodal",
+    "projector_info": ".multimodal",
+    "QuantizeParams": ".quantize",
+    "QuantizeResult": ".quantize",
+    "quantize": ".quantize",
+    "Draft": ".speculative",
+    "Drafter": ".speculative",
+    "DraftModelDrafter": ".speculative",
+    "MtpConfig": ".speculative",
+    "MtpDrafter": ".speculative",
+    "NgramDrafter": ".speculative",
+    "SpecStats": ".speculative",
+}
 
 __version__ = "0.1.0"
 
@@ -181,3 +280,18 @@ __all__ = [
     "system_info",
     "validate_gbnf",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

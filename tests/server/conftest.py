@@ -128,3 +128,17 @@ def server(make_server: Callable[[ServerConfig], RunningServer]) -> RunningServe
 @pytest.fixture(scope="session")
 def client(server: RunningServer) -> openai.OpenAI:
     return server.client()
+
+
+@pytest.fixture(scope="session")
+def strict_server(make_server: Callable[[ServerConfig], RunningServer]) -> RunningServer:
+    """A server that answers only its own model names (``--strict-model-name``): one small slot."""
+    return make_server(
+        ServerConfig(
+            model_alias=ALIAS,
+            strict_model_name=True,
+            scheduler=SchedulerConfig(parallel=1, ctx_per_slot=512, n_batch=256, max_queue=4),
+            sampling=GREEDY,
+            embeddings_n_ctx=128,
+        )
+    )

@@ -72,10 +72,14 @@ def test_bad_messages(http: httpx.Client) -> None:
     check_error(chat(http, messages=[{"role": "user"}]), 400, param="messages")
 
 
-def test_unknown_model(http: httpx.Client, client: openai.OpenAI) -> None:
-    err = check_error(chat(http, model="gpt-17"), 404, param="model", code="model_not_found")
-    assert "gpt-17" in err["message"]
-    check_error(http.post("/v1/embeddings", json={"model": "nope", "input": "x"}), 404, param="model")
+def test_unknown_model(strict_server: RunningServer) -> None:
+    """With ``strict_model_name`` an unknown name is a 404 (the default server answers any name:
+    tests/server/test_model_names.py)."""
+    client = strict_server.client()
+    with strict_server.http() as http:
+        err = check_error(chat(http, model="gpt-17"), 404, param="model", code="model_not_found")
+        assert "gpt-17" in err["message"]
+        check_error(http.post("/v1/embeddings", json={"model": "nope", "input": "x"}), 404, param="model")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="gpt-17", messages=MSG)  # type: ignore[arg-type]
 

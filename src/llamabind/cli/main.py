@@ -8,36 +8,70 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import pkgutil
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import LlamabindError
-from . import commands
-from .common import UsageError
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main"]
+
+#: command name -> the module of ``llamabind.cli.commands`` that registers it. Only the chosen
+#: command's module is imported (start-up stays cheap); ``--help`` or an unknown command imports all.
+COMMANDS: dict[str, str] = {
+    "bench": "bench",
+    "chat": "chat",
+    "complete": "complete",
+    "embed": "embed",
+    "incremental-chat": "incremental_chat",
+    "info": "info",
+    "merge": "split",
+    "mtmd": "mtmd",
+    "quantize": "quantize",
+    "rpc-server": "rpc_server",
+    "serve": "serve",
+    "speculative": "speculative",
+    "split": "split",
+    "tokenize": "tokenize",
+    "turbo-quant": "turbo_quant",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _modules_for(argv: Sequence[str] | None) -> list[str]:
+    """The command modules the parser needs: the named command's, none for a bare ``--version``, all
+    for help, no command or an unknown one (so that the message lists them)."""
+    everything = sorted(set(COMMANDS.values()))
+    if argv is None:
+        return everything
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return everything
+        if arg == "--version":
+            return []
+        if not arg.startswith("-"):
+            return [COMMANDS[arg]] if arg in COMMANDS else everything
+    return everything
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv`` naming a command, only that command's module is imported."""
     parser = argparse.ArgumentParser(
         prog="llamabind",
         description="Run GGUF language models locally through llama.cpp.",
     )
     parser.add_argument("--version", action="version", version=f"llamabind {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        module.register(sub)
+    for name in _modules_for(argv):
+        importlib.import_module(f"{__package__}.commands.{name}").register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
+    from ..errors import LlamabindError
+    from .common import UsageError
+
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2

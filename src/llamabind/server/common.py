@@ -42,6 +42,11 @@ class Holder:
 
 
 def check_model(state: ServerState, name: str | None) -> None:
+    """A single-model server answers whatever ``model`` it is asked for (as llama-server does: clients
+    such as LangChain send ``gpt-3.5-turbo`` by default) and echoes its own alias in the response;
+    ``ServerConfig.strict_model_name`` makes unknown names 404."""
+    if not state.config.strict_model_name:
+        return
     if name is not None and name not in state.names:
         raise APIError(
             404,

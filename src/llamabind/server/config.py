@@ -18,6 +18,10 @@ class ServerConfig:
 
     #: the name clients use in ``model``; None: the model file's stem
     model_alias: str | None = None
+    #: answer only requests whose ``model`` is the alias or the file's name/stem (others: 404
+    #: ``model_not_found``); off (default): any name is served by the one model, and responses carry
+    #: the alias
+    strict_model_name: bool = False
     #: accepted API keys (empty: no authentication); compared in constant time
     api_keys: Sequence[str] = ()
     #: origins allowed by CORS (``*`` for any); empty: no CORS headers

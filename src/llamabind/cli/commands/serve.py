@@ -59,6 +59,12 @@ def register(sub: Any) -> None:
         "--model-alias", "-a", metavar="NAME", help="model name clients use (default: the file's stem)"
     )
     g.add_argument(
+        "--strict-model-name",
+        action="store_true",
+        help="answer 404 to a request whose model is not the alias or the file's name (default: serve "
+        "any name; responses name the alias)",
+    )
+    g.add_argument(
         "--chat-template",
         metavar="TEMPLATE",
         help="Jinja chat template, or a llama.cpp built-in name (chatml, llama3, …)",
@@ -230,6 +236,7 @@ def build_config(args: argparse.Namespace) -> Any:
     )
     return ServerConfig(
         model_alias=args.model_alias,
+        strict_model_name=args.strict_model_name,
         api_keys=_api_keys(args),
         cors_origins=list(args.cors_origin),
         chat_template=args.chat_template,

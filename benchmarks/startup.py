@@ -1,0 +1,101 @@
+"""Start-up and whole-process wall time, side by side in one run (issue 17).
+
+    python benchmarks/startup.py [--runs 5] [--threads 1] [--tokens 256]
+
+Rows (median of --runs fresh processes each, run interleaved so that machine load affects all alike):
+``llamabind --version`` vs ``python -c "import llama_cpp"``, and a whole ``llamabind complete`` (default
+model, greedy, --tokens, --threads, same n_ctx) vs a llama-cpp-python ``Llama`` script doing the same
+greedy completion. Targets: --version <= 1.3x import llama_cpp; complete <= 0.98x llama-cpp-python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+PROMPT = "Once upon a time, in a small village by the sea, there lived"
+N_CTX = 1024
+
+LLAMA_CPP_SCRIPT = """
+import sys
+from llama_cpp import Llama
+path, threads, tokens, n_ctx, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+llm = Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+for chunk in llm(prompt, max_tokens=tokens, temperature=0.0, top_k=1, stream=True):
+    sys.stdout.write(chunk["choices"][0]["text"])
+sys.stdout.flush()
+"""
+
+
+def _time(cmd: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tokens", type=int, default=256)
+    args = ap.parse_args()
+
+    import llamabind
+
+    model = str(llamabind.default_model_path())
+    exe = shutil.which("llamabind") or os.path.join(os.path.dirname(sys.executable), "llamabind")
+    t, n = str(args.threads), str(args.tokens)
+    pairs = {
+        "startup": (
+            ("llamabind --version", [exe, "--version"]),
+            ("python -c 'import llama_cpp'", [sys.executable, "-c", "import llama_cpp"]),
+        ),
+        "complete": (
+            (
+                f"llamabind complete (-n {n}, -t {t})",
+                [
+                    exe,
+                    "complete",
+                    "-m",
+                    model,
+                    "-p",
+                    PROMPT,
+                    "-n",
+                    n,
+                    "-t",
+                    t,
+                    "--threads-batch",
+                    t,
+                    "-c",
+                    str(N_CTX),
+                    "--temp",
+                    "0",
+                ],
+            ),
+            (
+                f"llama-cpp-python Llama (max_tokens {n}, {t} threads)",
+                [sys.executable, "-c", LLAMA_CPP_SCRIPT, model, t, n, str(N_CTX), PROMPT],
+            ),
+        ),
+    }
+    times: dict[str, list[float]] = {label: [] for pair in pairs.values() for label, _ in pair}
+    for cmd in (c for pair in pairs.values() for _, c in pair):  # warm the page cache once
+        _time(cmd)
+    for _ in range(args.runs):
+        for pair in pairs.values():
+            for label, cmd in pair:
+                times[label].append(_time(cmd))
+    print(f"median of {args.runs} runs, model {os.path.basename(model)}")
+    for name, ((a, _), (b, _)) in pairs.items():
+        ma, mb = statistics.median(times[a]), statistics.median(times[b])
+        print(f"{name:9s} {a:45s} {ma:7.3f} s")
+        print(f"{'':9s} {b:45s} {mb:7.3f} s   ratio {ma / mb:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
