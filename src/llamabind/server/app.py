@@ -60,6 +60,7 @@ from .schemas import (
     TokenizeRequest,
 )
 from .state import RequestGroup, ServerState
+from .webui import mount_webui
 
 __all__ = ["create_app"]
 
@@ -852,6 +853,8 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
         version=__version__,
         description="OpenAI-compatible API over llama.cpp with continuous batching",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: mount_webui, over files shipped in the package
+        redoc_url=None,
     )
     app.state.holder = holder
 
@@ -1038,4 +1041,5 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    mount_webui(app, cfg)  # the chat UI at / and the docs' files: outermost, before authentication
     return app

@@ -100,6 +100,9 @@ def register(sub: Any) -> None:
         help="longest embeddings input in tokens",
     )
     g.add_argument(
+        "--no-webui", action="store_true", help="do not serve the chat UI at / (the API is unchanged)"
+    )
+    g.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
     sp = p.add_argument_group("speculative decoding (per slot; greedy output unchanged)")
@@ -245,6 +248,7 @@ def build_config(args: argparse.Namespace) -> Any:
         files_max_bytes=args.files_max_bytes,
         draft_model=str(Path(args.draft).expanduser()) if args.draft else None,
         draft_n_gpu_layers=args.n_gpu_layers_draft,
+        webui=not args.no_webui,
     )
 
 
