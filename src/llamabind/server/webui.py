@@ -48,6 +48,13 @@ _CSP = (
     "connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; "
     "frame-ancestors 'none'"
 )
+#: Swagger UI and ReDoc run inline scripts and styles, and ReDoc searches in a blob: worker; they
+#: load nothing from elsewhere (ReDoc's footer logo from its CDN is blocked and hides itself)
+_DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'"
+)
 _PAGE_HEADERS = {
     "content-security-policy": _CSP,
     "x-frame-options": "DENY",
@@ -148,28 +155,36 @@ def _add_docs(app: FastAPI) -> None:
     redirect_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
     favicon = f"{DOCS_ASSETS}/favicon.png"
 
+    def local_only(page: HTMLResponse) -> HTMLResponse:
+        page.headers["content-security-policy"] = _DOCS_CSP
+        return page
+
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} - Swagger UI",
-            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
-            swagger_favicon_url=favicon,
-            oauth2_redirect_url=redirect_url,
-            # no badge that sends the spec to the public validator
-            swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+        return local_only(
+            get_swagger_ui_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=favicon,
+                oauth2_redirect_url=redirect_url,
+                # no badge that sends the spec to the public validator
+                swagger_ui_parameters={**(app.swagger_ui_parameters or {}), "validatorUrl": None},
+            )
         )
 
     async def swagger_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
-            openapi_url=openapi_url,
-            title=f"{app.title} - ReDoc",
-            redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
-            redoc_favicon_url=favicon,
-            with_google_fonts=False,
+        return local_only(
+            get_redoc_html(
+                openapi_url=openapi_url,
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                redoc_favicon_url=favicon,
+                with_google_fonts=False,
+            )
         )
 
     app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
