@@ -28,8 +28,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="OpenAI-compatible HTTP server with continuous batching",
-        description="Serve /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, "
-        "/tokenize, /detokenize, /metrics and /slots. --parallel N requests generate at once in one "
+        description="Serve a chat UI at / and /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, "
+        "/health, /tokenize, /detokenize, /metrics and /slots. --parallel N requests generate at once in one "
         "context (continuous batching); more wait in a queue of --max-queue, beyond which the server "
         "answers 503.",
     )
