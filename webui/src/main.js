@@ -63,6 +63,7 @@ function renderModels() {
 
 // ------------------------------------------------------------------ conversations
 function save(conv) {
+  if (conv.deleted) return;
   try {
     store.saveConversation(conv);
   } catch (e) {
@@ -129,6 +130,7 @@ function exportConversation(id) {
 async function removeConversation(id) {
   const conv = getConversation(id);
   if (!conv || !(await ask(`Delete “${conv.title}”?`, { kind: "confirm", ok: "Delete" }))) return;
+  conv.deleted = true; // a reply still streaming into it must not save it again
   if (state.busy && state.busy.conv.id === id) state.busy.controller.abort();
   store.deleteConversation(id);
   if (state.conv && state.conv.id === id) newConversation();
