@@ -17,7 +17,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .conftest import RunningServer
+import fixtures_mtmd as fx
+from llamabind.batching import SchedulerConfig
+from llamabind.server import ServerConfig
+
+from .conftest import ALIAS, GREEDY, RunningServer
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -100,12 +104,12 @@ def open_ui(browser: Any, server: RunningServer) -> Iterator[Callable[..., UI]]:
     contexts: list[Any] = []
     uis: list[UI] = []
 
-    def make(**context_args: Any) -> UI:
+    def make(on: RunningServer = server, **context_args: Any) -> UI:
         ctx = browser.new_context(**context_args)
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(30_000)
-        ui = UI(page, server)
+        ui = UI(page, on)
         page.on("request", lambda r: ui.requests.append(r.url))
         page.on("pageerror", lambda e: ui.errors.append(str(e)))
         page.on("console", lambda m: "Content Security Policy" in m.text and ui.errors.append(m.text))
@@ -121,8 +125,8 @@ def open_ui(browser: Any, server: RunningServer) -> Iterator[Callable[..., UI]]:
     yield make
     for ctx in contexts:
         ctx.close()
-    here = urlsplit(server.base_url).netloc
     for ui in uis:
+        here = urlsplit(ui.server.base_url).netloc
         assert ui.errors == []
         assert ui.dialogs == []
         assert ui.requests and {
@@ -400,3 +404,44 @@ def test_rename_export_delete(open_ui: Callable[..., UI]) -> None:
     page.reload()
     page.wait_for_selector("body[data-ready=true]")
     assert page.locator("#conv-list li").count() == 0
+
+
+def test_image_attachment_with_a_projector(
+    open_ui: Callable[..., UI],
+    make_server: Callable[[ServerConfig], RunningServer],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    proj = fx.build_vision_projector(tmp_path_factory.mktemp("mmproj"))
+    mm = make_server(
+        ServerConfig(
+            model_alias=ALIAS,
+            scheduler=SchedulerConfig(parallel=1, ctx_per_slot=512, n_batch=256, max_queue=4),
+            sampling=GREEDY,
+            mmproj=str(proj),
+        )
+    )
+    ui = open_ui(on=mm)
+    ui.open()  # no API key on this server: no question
+    page = ui.page
+    assert page.locator("#attach").is_visible()
+    bodies: list[dict[str, Any]] = []
+    page.on(
+        "request",
+        lambda r: r.url.endswith("/v1/chat/completions") and bodies.append(json.loads(r.post_data or "{}")),
+    )
+    image = tmp_path_factory.mktemp("img") / "sample.png"
+    image.write_bytes(fx.png_bytes(fx.sample_image()))
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#attachments .thumb img")
+    ui.settings(max_tokens=4)
+    ui.send("What is in this image?")
+    ui.wait_idle()
+    content = bodies[0]["messages"][-1]["content"]
+    assert content[0] == {"type": "text", "text": "What is in this image?"}
+    assert content[1]["type"] == "image_url" and content[1]["image_url"]["url"].startswith(
+        "data:image/png;base64,"
+    )
+    assert page.locator(".msg.user img.attachment").get_attribute("src") == content[1]["image_url"]["url"]
+    assert page.locator("#attachments .thumb").count() == 0
+    reply = ui.replies().last
+    assert reply.locator(".error").is_hidden() and "tokens" in reply.locator(".stats").inner_text()
