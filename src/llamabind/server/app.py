@@ -32,6 +32,7 @@ from .files import FileStore, create_files_router
 from .middleware import AuthAndMetricsMiddleware, route_labeler
 from .routes import admin, anthropic, chat, completions, embeddings, tokens
 from .state import ServerState
+from .webui import mount_webui
 
 __all__ = ["create_app"]
 
@@ -143,6 +144,8 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
         version=__version__,
         description="OpenAI-compatible API over llama.cpp with continuous batching",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc: mount_webui, over files shipped in the package
+        redoc_url=None,
     )
     app.state.holder = holder
     app.state.files = files
@@ -172,4 +175,5 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
             allow_methods=["*"],
             allow_headers=["*"],
         )
+    mount_webui(app, cfg)  # the chat UI at / and the docs' files: outermost, before authentication
     return app

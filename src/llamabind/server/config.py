@@ -54,5 +54,7 @@ class ServerConfig:
     files_max_count: int = 1000
     #: reject ``n`` above this
     max_n: int = 16
+    #: the chat UI at ``/`` (off: ``/`` is 404; the API is unchanged)
+    webui: bool = True
     #: LoRA adapters ``[(LoraAdapter, scale), …]`` applied to the generation context
     loras: Sequence[tuple[Any, float]] = ()

@@ -28,8 +28,8 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="OpenAI-compatible HTTP server with continuous batching",
-        description="Serve /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, /health, "
-        "/tokenize, /detokenize, /metrics and /slots. --parallel N requests generate at once in one "
+        description="Serve a chat UI at / and /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models, "
+        "/health, /tokenize, /detokenize, /metrics and /slots. --parallel N requests generate at once in one "
         "context (continuous batching); more wait in a queue of --max-queue, beyond which the server "
         "answers 503.",
     )
@@ -104,6 +104,9 @@ def register(sub: Any) -> None:
         default=2048,
         metavar="N",
         help="longest embeddings input in tokens",
+    )
+    g.add_argument(
+        "--no-webui", action="store_true", help="do not serve the chat UI at / (the API is unchanged)"
     )
     g.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
@@ -252,6 +255,7 @@ def build_config(args: argparse.Namespace) -> Any:
         files_max_bytes=args.files_max_bytes,
         draft_model=str(Path(args.draft).expanduser()) if args.draft else None,
         draft_n_gpu_layers=args.n_gpu_layers_draft,
+        webui=not args.no_webui,
     )
 
 
