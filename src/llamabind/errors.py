@@ -10,6 +10,7 @@ __all__ = [
     "ContextCreateError",
     "ContextOverflowError",
     "DecodeError",
+    "EngineCrashedError",
     "GrammarError",
     "HubError",
     "LlamabindError",
@@ -123,3 +124,8 @@ class RpcError(LlamabindError):
 
 class UnsupportedError(LlamabindError):
     """The model or build does not support the requested feature."""
+
+
+class EngineCrashedError(LlamabindError):
+    """The engine process died (crash, kill, out of memory) or was restarted by the watchdog while
+    the request was running in it; the request is not retried (it may be what killed the engine)."""

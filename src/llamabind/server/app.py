@@ -31,6 +31,8 @@ from .. import __version__
 from ..batching import DoneEvent, ErrorEvent, TokenEvent
 from ..chat import extract_media
 from ..core import Model
+from ..engine import EngineSpec
+from ..engine.process import model_reloader
 from ..generation.chat import PreparedChat
 from ..multimodal import canonicalize_media_parts, tokenize_chat_media
 from . import anthropic
@@ -120,6 +122,10 @@ class _Holder:
         self.metrics = Metrics(lambda: self.state.scheduler if self.state is not None else None)
 
     def get(self) -> ServerState:
+        if self.state is not None and self.state.engine_error is not None:
+            raise APIError(
+                503, f"the model failed to load: {self.state.engine_error}", code="model_load_failed"
+            )
         if self.state is None:
             if self.error is not None:
                 raise APIError(503, f"the model failed to load: {self.error}", code="model_load_failed")
@@ -392,6 +398,7 @@ async def _start_chat(state: ServerState, body: ChatCompletionRequest) -> tuple[
     top_n = body.top_logprobs or 0
     logprobs = top_n if body.logprobs else None
     group = RequestGroup(asyncio.get_running_loop())
+    group.test_hook = (body.model_extra or {}).get("__test_engine")
     for i in range(body.n):
         sp = sampling_from_request(body, state.config.sampling, state.model, seed_offset=i)
         group.add(
@@ -578,6 +585,7 @@ async def _completions(request: Request, body: CompletionRequest, holder: _Holde
     top_n = body.logprobs or 0
     logprobs = body.logprobs
     group = RequestGroup(asyncio.get_running_loop())
+    group.test_hook = (body.model_extra or {}).get("__test_engine")
     prompt_of_choice: list[int] = []
     for pi, toks in enumerate(prompts):
         for j in range(body.n):
@@ -798,6 +806,23 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     """
     cfg = config or ServerConfig()
     holder = _Holder(cfg)
+    if cfg.engine == "process" and not isinstance(model, Model) and cfg.vocab_loader is None:
+        raise ValueError("engine='process' with a model loader needs config.vocab_loader")
+
+    def engine_spec(m: Model) -> EngineSpec | None:
+        """The engine process's recipe (None: the engine runs in this process)."""
+        if cfg.engine != "process":
+            return None
+        loader = model if not isinstance(model, Model) else model_reloader(m)
+        return EngineSpec(
+            loader,
+            cfg.scheduler,
+            draft_model=cfg.draft_model,
+            draft_n_gpu_layers=cfg.draft_n_gpu_layers,
+            embeddings_n_ctx=cfg.embeddings_n_ctx,
+            embeddings_n_seq=cfg.embeddings_n_seq,
+        )
+
     files = FileStore(
         max_file_bytes=cfg.files_max_bytes,
         max_total_bytes=cfg.files_max_total_bytes,
@@ -806,7 +831,7 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
 
     def build(m: Model, owns: bool) -> None:
         try:
-            state = ServerState(m, cfg, owns_model=owns, files=files)
+            state = ServerState(m, cfg, owns_model=owns, files=files, engine_spec=engine_spec(m))
         except BaseException as exc:
             holder.error = exc
             log.error("server start failed: %s", exc)
@@ -821,7 +846,7 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     def load() -> None:
         assert callable(model) and not isinstance(model, Model)
         try:
-            m = model()
+            m = cfg.vocab_loader() if cfg.engine == "process" else model()
         except BaseException as exc:
             holder.error = exc
             log.error("model load failed: %s", exc)
@@ -892,11 +917,12 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     @app.get("/health")
     @app.get("/v1/health", include_in_schema=False)
     async def health() -> JSONResponse:
-        if holder.state is not None:
+        if holder.state is not None and holder.state.ready:
             return JSONResponse({"status": "ok"})
-        if holder.error is not None:
+        error = holder.error or (holder.state.engine_error if holder.state is not None else None)
+        if error is not None:
             body = error_body(
-                f"the model failed to load: {holder.error}", "unavailable_error", None, "model_load_failed"
+                f"the model failed to load: {error}", "unavailable_error", None, "model_load_failed"
             )
             return JSONResponse({"status": "error", **body}, status_code=503)
         body = error_body("the model is loading", "unavailable_error", None, "model_loading")

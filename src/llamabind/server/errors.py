@@ -10,6 +10,7 @@ from ..batching import QueueFullError
 from ..chat import MessageError, ToolChoiceError
 from ..errors import (
     ContextOverflowError,
+    EngineCrashedError,
     GrammarError,
     NoKvSlotError,
     SchemaError,
@@ -69,6 +70,8 @@ def error_from_exception(exc: BaseException, *, param: str | None = None) -> API
     """Map any exception to the APIError to answer with (500 without details for unexpected ones)."""
     if isinstance(exc, APIError):
         return exc
+    if isinstance(exc, EngineCrashedError):
+        return APIError(500, str(exc), code="engine_crashed")
     if isinstance(exc, QueueFullError):
         return APIError(503, str(exc), code="server_busy")
     if isinstance(exc, ContextOverflowError):
