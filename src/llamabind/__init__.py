@@ -38,6 +38,7 @@ from .core import (
 )
 from .core.batch_ext import BatchExt
 from .embeddings import Embedder, EmbeddingError, RerankResult, cosine_similarity, embed, rerank
+from .engine import EngineProcess, EngineSpec
 from .errors import (
     AbortedError,
     BatchFullError,
@@ -46,6 +47,7 @@ from .errors import (
     ContextCreateError,
     ContextOverflowError,
     DecodeError,
+    EngineCrashedError,
     GrammarError,
     HubError,
     LlamabindError,
@@ -107,6 +109,9 @@ __all__ = [
     "Drafter",
     "Embedder",
     "EmbeddingError",
+    "EngineCrashedError",
+    "EngineProcess",
+    "EngineSpec",
     "GenRequest",
     "GenerationChunk",
     "GenerationResult",
