@@ -561,19 +561,21 @@ async def _completions(request: Request, body: CompletionRequest, holder: _Holde
         raise APIError(400, "best_of other than n is not supported", param="best_of", code="unsupported")
     try:
         prompts = await run_in_threadpool(_prompts_of, body, state)
-        grammar = None
-        if body.grammar is not None:
-            from ..grammar import Grammar
 
-            grammar = Grammar.from_string(body.grammar)
-        else:
+        def compile_grammar() -> Any:  # schema → GBNF → checked grammar: off the event loop
+            if body.grammar is not None:
+                from ..grammar import Grammar
+
+                return Grammar.from_string(body.grammar)
             from ..generation.chat import response_format_grammar
 
             extras = body.model_extra or {}
             rf = body.response_format
             if rf is None and isinstance(extras.get("json_schema"), dict):
                 rf = {"type": "json_object", "schema": extras["json_schema"]}
-            grammar = response_format_grammar(rf)
+            return response_format_grammar(rf)
+
+        grammar = await run_in_threadpool(compile_grammar)
     except APIError:
         raise
     except Exception as exc:
