@@ -22,7 +22,6 @@ import itertools
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +49,9 @@ from .protocol import (
     Status,
     Submit,
 )
+from .support import add_stats as _add_stats
+from .support import cause_of as _cause
+from .support import read_log
 from .worker import engine_main
 
 __all__ = ["EngineProcess", "model_reloader"]
@@ -65,21 +67,6 @@ class _Pending:
     req: GenRequest
     test_hook: str | None = None
     cancel_sent: bool = False
-
-
-def _add_stats(a: SchedulerStats, b: SchedulerStats) -> SchedulerStats:
-    return SchedulerStats(
-        **{f.name: getattr(a, f.name) + getattr(b, f.name) for f in dataclasses.fields(SchedulerStats)}
-    )
-
-
-def _cause(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        try:
-            return signal.Signals(-exitcode).name.lower()
-        except ValueError:
-            return f"signal_{-exitcode}"
-    return "exit"
 
 
 def model_reloader(model: Model) -> Callable[[], Model]:
@@ -406,7 +393,7 @@ class EngineProcess:
             target=self._read, args=(parent_conn,), name="llamabind-engine-read", daemon=True
         )
         logger = threading.Thread(
-            target=self._read_log, args=(log_r,), name="llamabind-engine-log", daemon=True
+            target=read_log, args=(log_r, self._tail), name="llamabind-engine-log", daemon=True
         )
         reader.start()
         logger.start()
@@ -550,27 +537,3 @@ class EngineProcess:
         if finished:
             with self._cv:
                 self._cv.notify_all()
-
-    def _read_log(self, conn: Connection) -> None:
-        fd = conn.fileno()
-        partial = b""
-        try:
-            while True:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    return
-                if not data:
-                    return
-                try:
-                    os.write(2, data)
-                except OSError:
-                    pass
-                lines = (partial + data).split(b"\n")
-                partial = lines.pop()
-                for line in lines:
-                    self._tail.append(line.decode("utf-8", "replace"))
-        finally:
-            if partial:
-                self._tail.append(partial.decode("utf-8", "replace"))
-            conn.close()
