@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .core.batch_ext import BatchExt
     from .default_model import default_model_path
     from .embeddings import Embedder, EmbeddingError, RerankResult, cosine_similarity, embed, rerank
+    from .engine import EngineProcess, EngineSpec
     from .errors import (
         AbortedError,
         BatchFullError,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
         ContextCreateError,
         ContextOverflowError,
         DecodeError,
+        EngineCrashedError,
         GrammarError,
         HubError,
         LlamabindError,
@@ -120,6 +122,8 @@ _LAZY: dict[str, str] = {
     "BatchExt": ".core.batch_ext",
     "Embedder": ".embeddings",
     "EmbeddingError": ".embeddings",
+    "EngineProcess": ".engine",
+    "EngineSpec": ".engine",
     "RerankResult": ".embeddings",
     "cosine_similarity": ".embeddings",
     "embed": ".embeddings",
@@ -131,6 +135,7 @@ _LAZY: dict[str, str] = {
     "ContextCreateError": ".errors",
     "ContextOverflowError": ".errors",
     "DecodeError": ".errors",
+    "EngineCrashedError": ".errors",
     "GrammarError": ".errors",
     "HubError": ".errors",
     "LlamabindError": ".errors",
@@ -206,6 +211,9 @@ __all__ = [
     "Drafter",
     "Embedder",
     "EmbeddingError",
+    "EngineCrashedError",
+    "EngineProcess",
+    "EngineSpec",
     "GenRequest",
     "GenerationChunk",
     "GenerationResult",

@@ -25,6 +25,7 @@ __all__ = [
     "ContextOverflowError",
     "DecodeError",
     "EmbeddingError",
+    "EngineCrashedError",
     "FatalNativeError",
     "FileStoreError",
     "GGUFToolError",
@@ -369,3 +370,13 @@ class APIError(LlamabindError):
     def body(self) -> dict[str, Any]:
         """``{"error": {"message", "type", "param", "code"}}``."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class EngineCrashedError(LlamabindError):
+    """The engine process died (crash, kill, out of memory) or was restarted by the watchdog while
+    the request was running in it; the request is not retried (it may be what killed the engine)."""
+
+    http_status = 500
+    error_code = "engine_crashed"
+    #: a 500 whose message is safe and useful to show (it names the crash, not internals)
+    public = True

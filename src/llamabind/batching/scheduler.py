@@ -82,6 +82,9 @@ class Scheduler:
         self._stop = False
         self._batch = Batch(max(cfg.n_batch, cfg.parallel), 1)
         self._n_batch = self.ctx.n_batch
+        #: ``time.monotonic()`` when the engine thread began its current iteration (engine jobs,
+        #: admission, one decode step); None while it waits for work (read by watchdogs)
+        self.busy_since: float | None = None
         self._thread = threading.Thread(target=self._loop, name="llamabind-engine", daemon=True)
         self._thread.start()
 
@@ -183,12 +186,14 @@ class Scheduler:
     def _loop(self) -> None:
         while True:
             with self._cv:
+                self.busy_since = None
                 while not self._stop and not self._queue and not self._jobs and not self._active():
                     self._cv.wait()
                 if self._stop:
                     break
                 jobs = list(self._jobs)
                 self._jobs.clear()
+                self.busy_since = time.monotonic()
             for job in jobs:
                 try:
                     job.result = job.fn()

@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..core import Model
+from ..engine import EngineSpec
+from ..engine.process import model_reloader
 from .common import Holder
 from .config import ServerConfig
 from .errors import APIError, error_body, error_from_exception
@@ -90,6 +92,23 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     """
     cfg = config or ServerConfig()
     holder = Holder(cfg)
+    if cfg.engine == "process" and not isinstance(model, Model) and cfg.vocab_loader is None:
+        raise ValueError("engine='process' with a model loader needs config.vocab_loader")
+
+    def engine_spec(m: Model) -> EngineSpec | None:
+        """The engine process's recipe (None: the engine runs in this process)."""
+        if cfg.engine != "process":
+            return None
+        loader = model if not isinstance(model, Model) else model_reloader(m)
+        return EngineSpec(
+            loader,
+            cfg.scheduler,
+            draft_model=cfg.draft_model,
+            draft_n_gpu_layers=cfg.draft_n_gpu_layers,
+            embeddings_n_ctx=cfg.embeddings_n_ctx,
+            embeddings_n_seq=cfg.embeddings_n_seq,
+        )
+
     files = FileStore(
         max_file_bytes=cfg.files_max_bytes,
         max_total_bytes=cfg.files_max_total_bytes,
@@ -98,7 +117,7 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
 
     def build(m: Model, owns: bool) -> None:
         try:
-            state = ServerState(m, cfg, owns_model=owns, files=files)
+            state = ServerState(m, cfg, owns_model=owns, files=files, engine_spec=engine_spec(m))
         except BaseException as exc:
             holder.error = exc
             log.error("server start failed: %s", exc)
@@ -113,7 +132,7 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     def load() -> None:
         assert callable(model) and not isinstance(model, Model)
         try:
-            m = model()
+            m = cfg.vocab_loader() if cfg.engine == "process" and cfg.vocab_loader is not None else model()
         except BaseException as exc:
             holder.error = exc
             log.error("model load failed: %s", exc)

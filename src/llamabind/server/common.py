@@ -34,6 +34,10 @@ class Holder:
         self.metrics = Metrics(lambda: self.state.scheduler if self.state is not None else None)
 
     def get(self) -> ServerState:
+        if self.state is not None and self.state.engine_error is not None:
+            raise APIError(
+                503, f"the model failed to load: {self.state.engine_error}", code="model_load_failed"
+            )
         if self.state is None:
             if self.error is not None:
                 raise APIError(503, f"the model failed to load: {self.error}", code="model_load_failed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..batching import SchedulerConfig
 from ..generation.sampling import SamplingParams
@@ -58,3 +58,14 @@ class ServerConfig:
     webui: bool = True
     #: LoRA adapters ``[(LoraAdapter, scale), …]`` applied to the generation context
     loras: Sequence[tuple[Any, float]] = ()
+    #: where the model runs: "thread" (this process, the scheduler's engine thread) or "process"
+    #: (a supervised child process: a llama.cpp abort or hang does not take the server down)
+    engine: Literal["thread", "process"] = "thread"
+    #: engine process: a step (or a heartbeat) older than this kills and restarts the engine
+    watchdog_timeout: float = 120.0
+    #: engine process: seconds it gets to stop when the server shuts down, then it is killed
+    shutdown_timeout: float = 10.0
+    #: engine process over a model *loader* (which must then be picklable: it runs in the engine
+    #: process): a zero-argument loader of the cheap vocab-only model this process keeps for
+    #: tokenization and templates (required there)
+    vocab_loader: Any = None

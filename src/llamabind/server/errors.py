@@ -55,7 +55,7 @@ def error_from_exception(exc: BaseException, *, param: str | None = None) -> API
     if not isinstance(exc, LlamabindError):
         return _internal(exc)
     status = _declared(exc, "http_status")
-    if not isinstance(status, int) or status == 500:
+    if not isinstance(status, int) or (status == 500 and _declared(exc, "public") is not True):
         return _internal(exc)
     code = _declared(exc, "error_code")
     where = None

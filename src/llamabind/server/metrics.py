@@ -10,12 +10,13 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..batching import Scheduler
+from ..engine import EngineProcess
 
 __all__ = ["Metrics"]
 
 
 class _SchedulerCollector:
-    def __init__(self, scheduler: Callable[[], Scheduler | None]) -> None:
+    def __init__(self, scheduler: Callable[[], Scheduler | EngineProcess | None]) -> None:
         self._scheduler = scheduler
 
     def describe(self) -> list[Any]:
@@ -67,10 +68,20 @@ class _SchedulerCollector:
         used = sched.kv_used_cells
         yield gauge("kv_cache_tokens", "tokens held in the KV cache (all slots)", used)
         yield gauge("kv_cache_usage_ratio", "KV cache use (0..1)", min(1.0, used / n_ctx) if n_ctx else 0.0)
+        if isinstance(sched, EngineProcess):
+            restarts = CounterMetricFamily(
+                p + "engine_restarts", "engine process restarts by cause", labels=["cause"]
+            )
+            for cause, n in sorted(sched.restarts.items()):
+                restarts.add_metric([cause], n)
+            yield restarts
+            yield gauge(
+                "engine_ready", "1 while the engine process serves, 0 while it (re)starts", float(sched.ready)
+            )
 
 
 class Metrics:
-    def __init__(self, scheduler: Callable[[], Scheduler | None]) -> None:
+    def __init__(self, scheduler: Callable[[], Scheduler | EngineProcess | None]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_SchedulerCollector(scheduler))
         self.http_requests = Counter(

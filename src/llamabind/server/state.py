@@ -1,11 +1,11 @@
-"""What the routes share: the model, the scheduler, the chat formatter, the embedder, and the bridge
-from the engine thread's events to asyncio."""
+"""What the routes share: the model, the scheduler (in this process, or an
+:class:`~llamabind.engine.EngineProcess` proxy to a supervised engine process), the chat formatter,
+the embedder, and the bridge from the engine's events to asyncio."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +17,7 @@ import numpy.typing as npt
 from ..batching import DoneEvent, ErrorEvent, Event, GenRequest, Scheduler
 from ..chat import ChatFormatter
 from ..core import Model
+from ..engine import EmbeddingJobs, EngineProcess, EngineSpec
 from ..errors import EmbeddingError
 from ..generation.sampling import SamplingParams
 from ..multimodal import MediaPolicy, MediaResolver, MtmdContext
@@ -37,6 +38,9 @@ class RequestGroup:
         self.queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
         self.requests: list[GenRequest] = []
         self._submitted = 0
+        #: test-only engine hook (``__test_engine``), honoured only by an engine process started
+        #: with LLAMABIND_TEST_HOOKS=1
+        self.test_hook: str | None = None
 
     def add(
         self,
@@ -77,11 +81,14 @@ class RequestGroup:
         self.requests.append(req)
         return req
 
-    def submit(self, scheduler: Scheduler) -> None:
+    def submit(self, scheduler: Scheduler | EngineProcess) -> None:
         """Queue every request; if one is refused, cancel the ones already queued and re-raise."""
         try:
             for req in self.requests:
-                scheduler.submit(req)
+                if isinstance(scheduler, EngineProcess):
+                    scheduler.submit(req, test_hook=self.test_hook)
+                else:
+                    scheduler.submit(req)
                 self._submitted += 1
         except BaseException:
             self.cancel()
@@ -107,37 +114,28 @@ class RequestGroup:
 
 
 class EmbeddingService:
-    """Embeddings over a dedicated embeddings context (``llamabind.embeddings.Embedder``) that only
-    the engine thread touches; each group of inputs that fits one decode is one engine job, so
-    generation keeps flowing between them."""
+    """Embeddings and reranking over dedicated contexts (:class:`~llamabind.engine.EmbeddingJobs`)
+    that only the engine touches: in the scheduler's engine thread, or in the engine process. Each
+    group of inputs that fits one decode is one engine job, so generation keeps flowing between
+    them."""
 
-    def __init__(self, model: Model, scheduler: Scheduler, config: ServerConfig) -> None:
+    def __init__(self, model: Model, scheduler: Scheduler | EngineProcess, config: ServerConfig) -> None:
         self.model = model
         self.scheduler = scheduler
         self.n_ctx = config.embeddings_n_ctx
         self.n_seq = config.embeddings_n_seq
         self.n_threads = config.scheduler.n_threads
-        self._embedder: Any = None
-        self._reranker: Any = None
-        self._lock = threading.Lock()
+        self._jobs: EmbeddingJobs | None = None
+        if isinstance(scheduler, Scheduler):
+            self._jobs = EmbeddingJobs(model, n_ctx=self.n_ctx, n_seq=self.n_seq, n_threads=self.n_threads)
 
     @property
     def dim(self) -> int:
+        sched = self.scheduler
+        if isinstance(sched, EngineProcess):  # a vocab-only model here does not know
+            sched.wait_ready()
+            return int(sched.info.get("n_embd_out") or sched.info["n_embd"])
         return self.model.n_embd_out or self.model.n_embd
-
-    def _get(self) -> Any:
-        if self._embedder is None:
-            from ..embeddings import Embedder
-
-            self._embedder = Embedder(
-                self.model,
-                pooling="mean",
-                normalize=True,
-                n_ctx=self.n_ctx,
-                n_seq_max=self.n_seq,
-                n_threads=self.n_threads,
-            )
-        return self._embedder
 
     def tokenize(self, text: str) -> list[int]:
         return self.model.tokenize(text, add_special=True, parse_special=False)
@@ -174,14 +172,14 @@ class EmbeddingService:
         """Blocking (run it in a worker thread): one L2-normalised mean-pooled vector per input."""
         self.check(seqs)
         results: list[npt.NDArray[np.float32]] = []
+        sched, jobs = self.scheduler, self._jobs
         for group in self.groups(seqs):
             chunk = [list(seqs[i]) for i in group]
-
-            def job(chunk: list[list[int]] = chunk) -> list[npt.NDArray[np.float32]]:
-                vecs: list[npt.NDArray[np.float32]] = self._get().embed_tokens(chunk)
-                return vecs
-
-            results.extend(self.scheduler.run_in_engine(job))
+            if isinstance(sched, EngineProcess):
+                results.extend(sched.embed_tokens(chunk))
+            else:
+                assert jobs is not None
+                results.extend(sched.run_in_engine(lambda c=chunk: jobs.embed_tokens(c)))  # type: ignore[misc]
         return results
 
     @property
@@ -192,8 +190,8 @@ class EmbeddingService:
         return m.meta(f"{m.architecture}.pooling_type") == "4"
 
     def rerank(self, query: str, documents: Sequence[str]) -> tuple[list[Any], int]:
-        """Blocking (run it in a worker thread): (results best first, tokens read), scored in the
-        engine thread with rank pooling over a dedicated context."""
+        """Blocking (run it in a worker thread): (results best first, tokens read), scored by the
+        engine with rank pooling over a dedicated context."""
         if not self.can_rerank:
             from ..errors import UnsupportedError
 
@@ -201,46 +199,35 @@ class EmbeddingService:
                 f"{self.model.path.name} is not a reranker: its metadata does not ask for rank pooling "
                 "(a classification head that scores query/document pairs)"
             )
-
-        def job() -> tuple[list[Any], int]:
-            if self._reranker is None:
-                from ..embeddings import Embedder
-
-                self._reranker = Embedder(
-                    self.model,
-                    pooling="rank",
-                    n_ctx=self.n_ctx,
-                    n_seq_max=self.n_seq,
-                    n_threads=self.n_threads,
-                )
-            rr = self._reranker
-            n_tokens = sum(len(rr.rerank_tokens(query, d)) for d in documents)
-            return rr.rerank(query, documents), n_tokens
-
-        return self.scheduler.run_in_engine(job)
+        sched, jobs = self.scheduler, self._jobs
+        if isinstance(sched, EngineProcess):
+            return sched.rerank(query, list(documents))
+        assert jobs is not None
+        return sched.run_in_engine(lambda: jobs.rerank(query, documents))
 
     def close(self) -> None:
         """Free the embeddings contexts (call after the engine thread stopped)."""
-        if self._embedder is not None:
-            self._embedder.close()
-            self._embedder = None
-        if self._reranker is not None:
-            self._reranker.close()
-            self._reranker = None
+        if self._jobs is not None:
+            self._jobs.close()
 
 
 @dataclass
 class ServerState:
-    """The loaded model and everything built on it."""
+    """The loaded model and everything built on it.
+
+    With ``engine_spec`` the model, context and scheduler live in a supervised engine process
+    (``scheduler`` is then an :class:`~llamabind.engine.EngineProcess`) and ``model`` only serves
+    tokenization, templates and token pieces here (a vocab-only load is enough)."""
 
     model: Model
     config: ServerConfig
     owns_model: bool = False
-    scheduler: Scheduler = field(init=False)
+    files: FileStore | None = None
+    engine_spec: EngineSpec | None = None
+    scheduler: Scheduler | EngineProcess = field(init=False)
     formatter: ChatFormatter = field(init=False)
     #: the multimodal projector (None: text-only) and how media references are resolved
     mtmd: MtmdContext | None = field(init=False, default=None)
-    files: FileStore | None = None
     media: MediaResolver = field(init=False)
     embeddings: EmbeddingService = field(init=False)
     alias: str = field(init=False)
@@ -252,6 +239,30 @@ class ServerState:
         self.formatter = ChatFormatter(
             self.model, cfg.chat_template, template_file=cfg.chat_template_file, reasoning=cfg.reasoning
         )
+        policy = MediaPolicy(
+            max_bytes=cfg.media_max_bytes,
+            allow_remote=cfg.allow_remote_media,
+            remote_timeout=cfg.media_fetch_timeout,
+        )
+        self.media = MediaResolver(policy, files=self.files.content if self.files is not None else None)
+        self.draft: Model | None = None
+        if self.engine_spec is not None:
+            if cfg.mmproj:
+                raise ValueError(
+                    "a multimodal projector (--mmproj) needs the in-process engine (--engine thread)"
+                )
+            self.scheduler = EngineProcess(
+                self.engine_spec, vocab=self.model, watchdog_timeout=cfg.watchdog_timeout
+            )
+        else:
+            self._start_local()
+        self.embeddings = EmbeddingService(self.model, self.scheduler, cfg)
+        path = self.model.path
+        self.alias = cfg.model_alias or path.stem
+        self.names = frozenset({self.alias, path.name, path.stem})
+
+    def _start_local(self) -> None:
+        cfg = self.config
         if cfg.mmproj:
             self.mtmd = MtmdContext(
                 self.model,
@@ -260,34 +271,35 @@ class ServerState:
                 n_threads=cfg.scheduler.n_threads,
                 embd_cache_bytes=64 * 1024 * 1024,
             )
-        policy = MediaPolicy(
-            max_bytes=cfg.media_max_bytes,
-            allow_remote=cfg.allow_remote_media,
-            remote_timeout=cfg.media_fetch_timeout,
-        )
-        self.media = MediaResolver(policy, files=self.files.content if self.files is not None else None)
-        self.draft: Model | None = None
         try:
             if cfg.scheduler.spec == "draft":
                 if not cfg.draft_model:
                     raise ValueError("speculative decoding with a draft model needs a draft model path")
                 self.draft = Model(cfg.draft_model, n_gpu_layers=cfg.draft_n_gpu_layers)
-            self.scheduler = Scheduler(self.model, cfg.scheduler, draft_model=self.draft)
+            sched = Scheduler(self.model, cfg.scheduler, draft_model=self.draft)
         except BaseException:
             self._close_side_models()
             raise
+        self.scheduler = sched
         if cfg.loras:
-            sched = self.scheduler
             try:
                 sched.run_in_engine(lambda: sched.ctx.set_loras(list(cfg.loras)))
             except BaseException:
                 sched.shutdown()
                 self._close_side_models()
                 raise
-        self.embeddings = EmbeddingService(self.model, self.scheduler, cfg)
-        path = self.model.path
-        self.alias = cfg.model_alias or path.stem
-        self.names = frozenset({self.alias, path.name, path.stem})
+
+    @property
+    def ready(self) -> bool:
+        """False while the engine process (re)starts."""
+        sched = self.scheduler
+        return sched.ready if isinstance(sched, EngineProcess) else True
+
+    @property
+    def engine_error(self) -> BaseException | None:
+        """Why the engine process could not start (it is not retried), if it could not."""
+        sched = self.scheduler
+        return sched.error if isinstance(sched, EngineProcess) else None
 
     def _close_side_models(self) -> None:
         """Free the projector and the draft model (the scheduler is stopped or was never built)."""
@@ -299,7 +311,11 @@ class ServerState:
             self.draft = None
 
     def close(self) -> None:
-        self.scheduler.shutdown()
+        sched = self.scheduler
+        if isinstance(sched, EngineProcess):
+            sched.shutdown(timeout=self.config.shutdown_timeout)
+        else:
+            sched.shutdown()
         self.embeddings.close()
         self._close_side_models()
         if self.owns_model:

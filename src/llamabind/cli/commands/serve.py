@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -107,6 +109,30 @@ def register(sub: Any) -> None:
     )
     g.add_argument(
         "--no-webui", action="store_true", help="do not serve the chat UI at / (the API is unchanged)"
+    )
+    g.add_argument(
+        "--engine",
+        choices=["process", "thread"],
+        default="process",
+        help="process (default): the model runs in a supervised child process, so a llama.cpp crash "
+        "or hang fails only the requests running in it and the engine restarts; thread: in the "
+        "server process (needed for --mmproj)",
+    )
+    g.add_argument(
+        "--watchdog-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="engine process: a decode step or request preparation running longer than S seconds "
+        "kills and restarts the engine (default 120)",
+    )
+    g.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="on SIGTERM/Ctrl-C: seconds open requests get to finish before they are cancelled "
+        "and the engine is stopped (default 10)",
     )
     g.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
@@ -274,6 +300,20 @@ def projector_path(args: argparse.Namespace, model_path: Path) -> str | None:
     return str(Path(mmproj).expanduser()) if mmproj else None
 
 
+def _shutdown_requested(_sig: int, _frame: Any) -> None:
+    """The handler uvicorn re-raises its captured signal under after a graceful shutdown."""
+
+
+def _engine_model(args: argparse.Namespace, load_mtp: bool) -> Any:
+    """The engine process's model (``--lora`` adapters ride along as ``model.cli_loras``)."""
+    return load_model(args, load_mtp=load_mtp)
+
+
+def _vocab_model(args: argparse.Namespace) -> Any:
+    """The server process's vocab-only model (tokenization, chat templates, token pieces)."""
+    return load_model(argparse.Namespace(**{**vars(args), "lora": []}), vocab_only=True)
+
+
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -283,11 +323,27 @@ def run(args: argparse.Namespace) -> int:
     path = resolve_model_path(args)  # resolve (and download) before the port opens
     args.model, args.hf = str(path), None
     config.mmproj = projector_path(args, path)
+    if args.watchdog_timeout <= 0 or args.shutdown_timeout < 0:
+        raise UsageError("--watchdog-timeout must be positive and --shutdown-timeout not negative")
+    config.watchdog_timeout = args.watchdog_timeout
+    config.shutdown_timeout = args.shutdown_timeout
+    load_mtp = config.scheduler.spec == "mtp"
+    if args.engine == "process" and config.mmproj:
+        logging.getLogger("llamabind.server").warning(
+            "the multimodal projector runs in the server process: using --engine thread"
+        )
+        args.engine = "thread"
+    config.engine = args.engine
+    loader: Any
+    if args.engine == "process":
+        loader = functools.partial(_engine_model, args, load_mtp)
+        config.vocab_loader = functools.partial(_vocab_model, args)
+    else:
 
-    def loader() -> Any:
-        model = load_model(args, load_mtp=config.scheduler.spec == "mtp")
-        config.loras = list(getattr(model, "cli_loras", []))
-        return model
+        def loader() -> Any:
+            model = load_model(args, load_mtp=load_mtp)
+            config.loras = list(getattr(model, "cli_loras", []))
+            return model
 
     app = create_app(loader, config)
     if config.api_keys:
@@ -298,16 +354,20 @@ def run(args: argparse.Namespace) -> int:
         f"llamabind serve: {path.name} on http://{args.host}:{args.port}/v1 "
         f"(--parallel {config.scheduler.parallel}, {config.scheduler.ctx_per_slot} tokens per slot, {auth}"
         + (f", projector {Path(config.mmproj).name}" if config.mmproj else "")
-        + ")",
+        + f", engine {'process' if config.engine == 'process' else 'in-process thread'})",
         file=sys.stderr,
     )
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal under the
+    # handlers it found: make those no-ops, so a requested shutdown exits 0
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _shutdown_requested)
     uvicorn.run(
         app,
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         access_log=False,
-        timeout_graceful_shutdown=5,  # open streams get 5 s, then they are cancelled
+        timeout_graceful_shutdown=args.shutdown_timeout,  # then open streams are cancelled
     )
     return 0

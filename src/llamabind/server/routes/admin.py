@@ -63,11 +63,12 @@ def router(holder: Holder) -> APIRouter:
     @r.get("/health")
     @r.get("/v1/health", include_in_schema=False)
     async def health() -> JSONResponse:
-        if holder.state is not None:
+        if holder.state is not None and holder.state.ready:
             return JSONResponse({"status": "ok"})
-        if holder.error is not None:
+        error = holder.error or (holder.state.engine_error if holder.state is not None else None)
+        if error is not None:
             body = error_body(
-                f"the model failed to load: {holder.error}", "unavailable_error", None, "model_load_failed"
+                f"the model failed to load: {error}", "unavailable_error", None, "model_load_failed"
             )
             return JSONResponse({"status": "error", **body}, status_code=503)
         body = error_body("the model is loading", "unavailable_error", None, "model_loading")

@@ -113,6 +113,7 @@ async def start_chat(state: ServerState, body: ChatCompletionRequest) -> tuple[P
     logprobs = top_n if body.logprobs else None
     samplings = await run_in_threadpool(_samplings, state, body, prepared)
     group = RequestGroup(asyncio.get_running_loop())
+    group.test_hook = (body.model_extra or {}).get("__test_engine")
     for sp in samplings:
         group.add(
             tokens,

@@ -197,6 +197,7 @@ async def complete(request: Request, body: CompletionRequest, holder: Holder) ->
     )
     stop = stop_from_request(body.stop)
     group = RequestGroup(asyncio.get_running_loop())
+    group.test_hook = (body.model_extra or {}).get("__test_engine")
     prompt_of_choice: list[int] = []
     for pi, toks in enumerate(prompts):
         for j in range(body.n):
