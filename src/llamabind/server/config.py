@@ -8,6 +8,7 @@ from typing import Any
 
 from ..batching import SchedulerConfig
 from ..generation.sampling import SamplingParams
+from .limits import Limits
 
 __all__ = ["ServerConfig"]
 
@@ -50,5 +51,11 @@ class ServerConfig:
     files_max_count: int = 1000
     #: reject ``n`` above this
     max_n: int = 16
+    #: what one request may ask for (body size, JSON nesting, counts and sizes of fields)
+    limits: Limits = field(default_factory=Limits)
     #: LoRA adapters ``[(LoraAdapter, scale), …]`` applied to the generation context
     loras: Sequence[tuple[Any, float]] = ()
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(k, str) or not k.strip() for k in self.api_keys):
+            raise ValueError("an API key must not be empty (give no keys to serve without authentication)")
