@@ -153,9 +153,7 @@ def test_body_over_the_limit_streamed(server: RunningServer, http: httpx.Client)
         yield b'"}]}'
 
     try:
-        r = http.post(
-            "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
-        )
+        r = http.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
     except httpx.TransportError:
         pass  # the server may close the connection while the client is still sending
     else:
@@ -257,7 +255,10 @@ def test_deep_tool_call_arguments(http: httpx.Client) -> None:
         ({"logit_bias": {str(i): 1 for i in range(1025)}}, "logit_bias"),
         ({"logit_bias": [[i, 1] for i in range(1025)]}, "logit_bias"),
         ({"logit_bias": {"x" * 300: 1}}, "logit_bias"),
-        ({"dry_multiplier": 0.8, "dry_sequence_breakers": [f"b{i}" for i in range(3000)]}, "dry_sequence_breakers"),
+        (
+            {"dry_multiplier": 0.8, "dry_sequence_breakers": [f"b{i}" for i in range(3000)]},
+            "dry_sequence_breakers",
+        ),
         ({"dry_sequence_breakers": ["x" * 65]}, "dry_sequence_breakers"),
         ({"repeat_last_n": 2**31 - 1}, "repeat_last_n"),
         ({"repeat_last_n": 1025}, "repeat_last_n"),
@@ -277,7 +278,10 @@ def test_deep_tool_call_arguments(http: httpx.Client) -> None:
         ({"chat_template_kwargs": {"x": "y" * (65 << 10)}}, "chat_template_kwargs"),
         ({"messages": MSG * 1025}, "messages"),
         ({"messages": [{"role": "user", "content": "a" * 4_000_001}]}, "messages"),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": "a" * 4_000_001}]}]}, "messages"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a" * 4_000_001}]}]},
+            "messages",
+        ),
         ({"n": 11}, "n"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
