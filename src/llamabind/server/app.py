@@ -31,7 +31,8 @@ from .common import Holder
 from .config import ServerConfig
 from .errors import APIError, error_body, error_from_exception
 from .files import FileStore, create_files_router
-from .middleware import AuthAndMetricsMiddleware, route_labeler
+from .limits import LimitsMiddleware
+from .middleware import ANTHROPIC_PATHS, AuthAndMetricsMiddleware, route_labeler
 from .routes import admin, anthropic, chat, completions, embeddings, tokens
 from .state import ServerState
 from .webui import mount_webui
@@ -178,12 +179,21 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     app.include_router(embeddings.router(holder))
     app.include_router(tokens.router(holder))
 
-    # middleware (last = outermost); the metrics label set is the app's own routes
+    # middleware (last = outermost); the metrics label set is the app's own routes. The limits
+    # (body size, content type, JSON nesting) run after the API-key check, before any parsing.
+    label = route_labeler(lambda: app.routes)
+    app.add_middleware(
+        LimitsMiddleware,
+        limits=cfg.limits,
+        label=label,
+        exempt=("/v1/files", "/files"),
+        anthropic=ANTHROPIC_PATHS,
+    )
     app.add_middleware(
         AuthAndMetricsMiddleware,
         metrics=lambda: holder.metrics,
         keys=list(cfg.api_keys),
-        label=route_labeler(lambda: app.routes),
+        label=label,
     )
     if cfg.cors_origins:
         origins = list(cfg.cors_origins)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from ..batching import SchedulerConfig
 from ..generation.sampling import SamplingParams
+from .limits import Limits
 
 __all__ = ["ServerConfig"]
 
@@ -54,10 +55,12 @@ class ServerConfig:
     files_max_count: int = 1000
     #: reject ``n`` above this
     max_n: int = 16
-    #: the chat UI at ``/`` (off: ``/`` is 404; the API is unchanged)
-    webui: bool = True
+    #: what one request may ask for (body size, JSON nesting, counts and sizes of fields)
+    limits: Limits = field(default_factory=Limits)
     #: LoRA adapters ``[(LoraAdapter, scale), …]`` applied to the generation context
     loras: Sequence[tuple[Any, float]] = ()
+    #: the chat UI at ``/`` (off: ``/`` is 404; the API is unchanged)
+    webui: bool = True
     #: where the model runs: "thread" (this process, the scheduler's engine thread) or "process"
     #: (a supervised child process: a llama.cpp abort or hang does not take the server down)
     engine: Literal["thread", "process"] = "thread"
@@ -69,3 +72,7 @@ class ServerConfig:
     #: process): a zero-argument loader of the cheap vocab-only model this process keeps for
     #: tokenization and templates (required there)
     vocab_loader: Any = None
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(k, str) or not k.strip() for k in self.api_keys):
+            raise ValueError("an API key must not be empty (give no keys to serve without authentication)")

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -178,6 +179,20 @@ def _error(status: int, message: str, code: str | None = None, param: str | None
     )
 
 
+def _download_headers(f: StoredFile) -> dict[str, str]:
+    """A file comes back as a download, never as a page: whatever type the uploader claimed, the
+    body is ``application/octet-stream``, sent as an attachment, and browsers may not sniff it."""
+    ascii_name = "".join(
+        c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in f.filename
+    )
+    return {
+        "Content-Disposition": f'attachment; filename="{ascii_name or "file"}"; '
+        f"filename*=UTF-8''{quote(f.filename, safe='')}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+
+
 async def _read_limited(request: Request, limit: int) -> bytes | None:
     """The request body, or None as soon as it exceeds ``limit`` bytes (checked on Content-Length
     first, then while streaming)."""
@@ -274,7 +289,7 @@ def create_files_router(store: FileStore, *, dependencies: Sequence[Any] = ()) -
         f = store.get(file_id)
         if f is None:
             return _error(404, f"no file with id {file_id!r}", "file_not_found", "file_id")
-        return Response(content=f.data, media_type=f.content_type or "application/octet-stream")
+        return Response(content=f.data, media_type="application/octet-stream", headers=_download_headers(f))
 
     @router.delete("/v1/files/{file_id}")
     async def delete_file(file_id: str) -> Response:

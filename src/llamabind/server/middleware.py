@@ -71,22 +71,27 @@ class AuthAndMetricsMiddleware:
     ) -> None:
         self.app = app
         self.metrics = metrics
-        self.keys = [k.encode() for k in keys if k]
+        if any(not k.strip() for k in keys):
+            raise ValueError("an API key must not be empty (give no keys to serve without authentication)")
+        self.keys = [k.encode() for k in keys]
         self.label = label
 
     def _authorized(self, scope: Scope) -> bool:
-        given = b""
+        """Every credential the request carries is tried, whatever the header order: a Bearer
+        ``Authorization`` token and each ``x-api-key`` (an ``Authorization`` of another scheme,
+        e.g. Basic from a proxy, hides nothing)."""
+        given: list[bytes] = []
         for name, value in scope.get("headers", []):
             if name == b"authorization":
-                scheme, _, token = value.partition(b" ")
-                if scheme.lower() == b"bearer":
-                    given = token.strip()
-                break
-            if name == b"x-api-key" and not given:
-                given = value.strip()
+                scheme, _, token = value.strip().partition(b" ")
+                if scheme.lower() == b"bearer" and token.strip():
+                    given.append(token.strip())
+            elif name == b"x-api-key" and value.strip():
+                given.append(value.strip())
         ok = False
-        for key in self.keys:  # no early exit: the time does not depend on which key matched
-            ok |= hmac.compare_digest(given, key)
+        for candidate in given[:8]:
+            for key in self.keys:  # no early exit: the time does not depend on which key matched
+                ok |= hmac.compare_digest(candidate, key)
         return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

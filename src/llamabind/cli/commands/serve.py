@@ -22,6 +22,7 @@ from ..common import (
     resolve_model_path,
     sampling_params,
 )
+from ._serve_limits import add_limit_args, limits_from_args
 
 DEFAULT_CTX_PER_SLOT = 4096
 
@@ -193,6 +194,7 @@ def register(sub: Any) -> None:
     m.add_argument(
         "--files-max-bytes", type=positive_int, default=20 << 20, metavar="N", help="largest /v1/files upload"
     )
+    add_limit_args(p)
     add_model_args(p)
     add_context_args(p, n_ctx=0)
     add_sampling_args(p, temp=0.8)
@@ -200,7 +202,10 @@ def register(sub: Any) -> None:
 
 
 def _api_keys(args: argparse.Namespace) -> list[str]:
-    keys = [k.strip() for k in args.api_key if k.strip()]
+    for k in args.api_key:
+        if not k.strip():
+            raise UsageError("--api-key must not be empty (omit the flag to serve without authentication)")
+    keys = [k.strip() for k in args.api_key]
     if args.api_key_file:
         path = Path(args.api_key_file)
         try:
@@ -282,6 +287,7 @@ def build_config(args: argparse.Namespace) -> Any:
         draft_model=str(Path(args.draft).expanduser()) if args.draft else None,
         draft_n_gpu_layers=args.n_gpu_layers_draft,
         webui=not args.no_webui,
+        limits=limits_from_args(args),
     )
 
 

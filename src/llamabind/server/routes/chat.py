@@ -26,6 +26,7 @@ from ..handlers import (
     sampling_from_request,
     stop_from_request,
 )
+from ..limits import check_capacity, check_chat
 from ..schemas import ChatCompletionRequest
 from ..sse import SSE_DONE, SSEResponse, pump
 from ..state import RequestGroup, ServerState
@@ -37,6 +38,7 @@ async def prepare_chat(
     state: ServerState, body: ChatCompletionRequest
 ) -> tuple[PreparedChat, list[int], Any]:
     """Render and tokenize a chat request: (prepared, prompt tokens, media prompt or None)."""
+    check_chat(state.config.limits, body, state.config.scheduler.ctx_per_slot)
     extras = body.model_extra or {}
     reasoning = None
     if body.reasoning_format is not None:
@@ -106,6 +108,8 @@ def _samplings(
 
 async def start_chat(state: ServerState, body: ChatCompletionRequest) -> tuple[PreparedChat, RequestGroup]:
     """Render, tokenize and submit a chat request (``body.n`` choices)."""
+    sched = state.config.scheduler
+    check_capacity(sched.parallel, sched.max_queue, body.n, "n")
     prepared, tokens, media_prompt = await prepare_chat(state, body)
     max_tokens = max_tokens_from_request(body, state.config.max_tokens, body.max_completion_tokens)
     stop = stop_from_request(body.stop)

@@ -26,6 +26,7 @@ from ..handlers import (
     sampling_from_request,
     stop_from_request,
 )
+from ..limits import check_capacity, check_completion, check_infill
 from ..schemas import CompletionRequest, InfillRequest
 from ..sse import SSE_DONE, SSEResponse, pump
 from ..state import RequestGroup, ServerState
@@ -191,6 +192,9 @@ async def complete(request: Request, body: CompletionRequest, holder: Holder) ->
     check_n(state, body)
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of other than n is not supported", param="best_of", code="unsupported")
+    sched = state.config.scheduler
+    n_prompts = check_completion(state.config.limits, body, sched.ctx_per_slot)
+    check_capacity(sched.parallel, sched.max_queue, body.n * n_prompts, "n" if n_prompts == 1 else "prompt")
     prompts, samplings, echo_texts = await run_in_threadpool(prepare_completion, body, state)
     max_tokens = max_tokens_from_request(
         body, 16 if state.config.max_tokens is None else state.config.max_tokens
@@ -248,6 +252,7 @@ def router(holder: Holder) -> APIRouter:
         """llama.cpp's fill-in-the-middle route: ``input_prefix`` + ``input_suffix`` (``prompt``: the
         start of the middle), answered like /v1/completions."""
         state = holder.get()
+        check_infill(state.config.limits, body, state.config.scheduler.ctx_per_slot)
         try:
             tokens = await run_in_threadpool(
                 fim_prompt, state.model, body.input_prefix, body.input_suffix, body.prompt

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ...core import Model
 from ..common import Holder
 from ..errors import error_from_exception
+from ..limits import check_detokenize, check_tokenize
 from ..schemas import DetokenizeRequest, TokenizeRequest
 
 __all__ = ["piece_json", "router", "tokenize_answer"]
@@ -38,11 +39,13 @@ def router(holder: Holder) -> APIRouter:
     @r.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> JSONResponse:
         state = holder.get()
+        check_tokenize(state.config.limits, body)
         return JSONResponse(await run_in_threadpool(tokenize_answer, state.model, body))
 
     @r.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> JSONResponse:
         state = holder.get()
+        check_detokenize(state.config.limits, body)
         try:
             text = await run_in_threadpool(state.model.detokenize, body.tokens)
         except Exception as exc:
