@@ -26,6 +26,7 @@ from ..handlers import (
     sampling_from_request,
     stop_from_request,
 )
+from ..openai_format import openai_delta, openai_message
 from ..schemas import ChatCompletionRequest
 from ..sse import SSE_DONE, SSEResponse, pump
 from ..state import RequestGroup, ServerState
@@ -142,7 +143,7 @@ def chat_choices(
         choices.append(
             {
                 "index": out.index,
-                "message": msg.to_openai(),
+                "message": openai_message(msg),
                 "logprobs": {"content": chat_logprobs(out.logprobs, model, top_n), "refusal": None}
                 if logprobs
                 else None,
@@ -186,7 +187,7 @@ class ChatStream:
                 if d.reasoning_content is None and not d.tool_calls and d.content is not None:
                     out.append(enc.text(i, d.content))  # the per-token fast path
                 else:
-                    out.append(enc.chunk(i, delta=d.to_openai()))
+                    out.append(enc.chunk(i, delta=openai_delta(d)))
             return out
         lps = (
             await run_in_threadpool(chat_logprobs, ev.logprobs, self.model, self.top_n)
@@ -196,14 +197,15 @@ class ChatStream:
         if not deltas and lps:
             return [enc.chunk(i, logprobs=lps)]
         return [
-            enc.chunk(i, delta=d.to_openai(), logprobs=lps if k == 0 else None) for k, d in enumerate(deltas)
+            enc.chunk(i, delta=openai_delta(d), logprobs=lps if k == 0 else None)
+            for k, d in enumerate(deltas)
         ]
 
     def done(self, i: int, ev: DoneEvent) -> Iterable[bytes]:
         self.outs[i].usage = ev.usage
         tail, reason = self.parsers[i].finish(ev.finish_reason)
         return [
-            *(self.enc.chunk(i, delta=d.to_openai()) for d in tail),
+            *(self.enc.chunk(i, delta=openai_delta(d)) for d in tail),
             self.enc.chunk(i, finish_reason=reason),
         ]
 
