@@ -39,6 +39,7 @@ __all__ = [
     "MultimodalError",
     "NativeLibraryError",
     "NoKvSlotError",
+    "NoProjectorError",
     "ProjectorError",
     "QuantizeError",
     "QueueFullError",
@@ -249,6 +250,13 @@ class MultimodalError(LlamabindError):
 
 class ProjectorError(MultimodalError):
     """A multimodal projector (mmproj) could not be loaded or does not fit the text model."""
+
+
+class NoProjectorError(UnsupportedError, MultimodalError):
+    """Images or audio were given to a text-only model (no multimodal projector is loaded)."""
+
+    error_code = "unsupported_media"
+    default_param = "messages"
 
 
 class MediaError(MultimodalError, ValueError):

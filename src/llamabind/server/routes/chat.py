@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...batching import DoneEvent, TokenEvent
-from ...chat import PreparedChat, extract_media
+from ...chat import PreparedChat
 from ...core import Model
 from ...generation.sampling import SamplingParams
-from ...multimodal import canonicalize_media_parts, tokenize_chat_media
+from ...multimodal import MediaPrompt, prepare_media_chat, tokenize_prepared_media
 from ..common import FINGERPRINT, Holder, check_model, check_n, collect, usage_of
-from ..errors import APIError, error_from_exception, sse_error
+from ..errors import error_from_exception, sse_error
 from ..handlers import (
     ChoiceOutput,
     ChunkEncoder,
@@ -36,7 +36,7 @@ __all__ = ["ChatStream", "chat_choices", "prepare_chat", "router", "start_chat"]
 
 async def prepare_chat(
     state: ServerState, body: ChatCompletionRequest
-) -> tuple[PreparedChat, list[int], Any]:
+) -> tuple[PreparedChat, list[int], MediaPrompt | None]:
     """Render and tokenize a chat request: (prepared, prompt tokens, media prompt or None)."""
     extras = body.model_extra or {}
     reasoning = None
@@ -47,51 +47,33 @@ async def prepare_chat(
     if response_format is None and isinstance(json_schema, dict):
         response_format = {"type": "json_object", "schema": json_schema}
     mtmd = state.mtmd
-    messages = canonicalize_media_parts(body.messages)
-    try:
-        media_parts = extract_media(messages)
-    except Exception as exc:
-        raise error_from_exception(exc, param="messages") from None
-    if media_parts and mtmd is None:
-        kinds = " and ".join(sorted({p.kind for p in media_parts}))
-        raise APIError(
-            400,
-            f"the model {state.alias} is text-only: it cannot take {kinds} input "
-            "(start the server with --mmproj to enable images/audio)",
-            param="messages",
-            code="unsupported_media",
+
+    def prepare() -> tuple[PreparedChat, MediaPrompt | None]:
+        prepared, parts = prepare_media_chat(
+            state.model,
+            mtmd,
+            body.messages,
+            formatter=state.formatter,
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            parallel_tool_calls=body.parallel_tool_calls,
+            response_format=response_format,
+            grammar=body.grammar,
+            add_generation_prompt=agp
+            if isinstance(agp := extras.get("add_generation_prompt"), bool)
+            else None,
+            template_kwargs=body.chat_template_kwargs,
+            reasoning=reasoning,
         )
+        if not parts or mtmd is None:
+            return prepared, None
+        return prepared, tokenize_prepared_media(mtmd, prepared, parts, state.media)
+
     try:
-        prepared: PreparedChat = await run_in_threadpool(
-            lambda: state.formatter.prepare(
-                messages,
-                tools=body.tools,
-                tool_choice=body.tool_choice,
-                parallel_tool_calls=body.parallel_tool_calls,
-                response_format=response_format,
-                grammar=body.grammar,
-                add_generation_prompt=agp
-                if isinstance(agp := extras.get("add_generation_prompt"), bool)
-                else None,
-                template_kwargs=body.chat_template_kwargs,
-                reasoning=reasoning,
-                media_marker=mtmd.marker if mtmd is not None else None,
-            )
-        )
-        media_prompt = None
-        tokens: list[int] = prepared.tokens
-        if media_parts and mtmd is not None:
-            add_special = not (
-                state.formatter.bos_token and prepared.prompt.startswith(state.formatter.bos_token)
-            )
-            media_prompt = await run_in_threadpool(
-                lambda: tokenize_chat_media(
-                    mtmd, prepared.prompt, messages, resolver=state.media, add_special=add_special
-                )
-            )
-            tokens = media_prompt.keys
+        prepared, media_prompt = await run_in_threadpool(prepare)
     except Exception as exc:
         raise error_from_exception(exc) from None
+    tokens = media_prompt.keys if media_prompt is not None else prepared.tokens
     return prepared, tokens, media_prompt
 
 
