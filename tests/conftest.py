@@ -17,6 +17,14 @@ import llamabind as lb
 
 
 @pytest.fixture(scope="session")
+def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One directory for the GGUF files the tests build (the builders reuse what is already there)."""
+    d = tmp_path_factory.getbasetemp() / "gguf-fixtures"
+    d.mkdir(exist_ok=True)
+    return d
+
+
+@pytest.fixture(scope="session")
 def model_path() -> Path:
     return lb.default_model_path()
 

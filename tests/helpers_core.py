@@ -1,9 +1,10 @@
-"""Helpers shared by the core-API tests (greedy loops, subprocess runner, tiny LoRA writer)."""
+"""Helpers shared by the tests (greedy loops, subprocess runner, tiny LoRA writer, a free port)."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +22,13 @@ LONG_PROMPT = (
     "stories to the children every evening. One of his favourite stories was about"
 )
 THREADS = 1  # one thread: llama.cpp's spinning workers crawl when the 2 shared cores are busy
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def prefill(ctx: lb.Context, tokens: Sequence[int], *, start: int = 0, seq: int = 0) -> None:

@@ -35,13 +35,6 @@ def model_dir() -> Path:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
-def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.getbasetemp() / "gguf-fixtures"
-    d.mkdir(exist_ok=True)
-    return d
-
-
 @pytest.fixture(scope="module")
 def minilm(model_dir: Path, fixture_dir: Path) -> Path:
     return build_minilm_gguf(fixture_dir)

@@ -25,6 +25,7 @@ from llamabind.chat import (
     tool_call_grammar,
 )
 from llamabind.chat._gbnf_compose import defined_rules, gbnf_literal, prefix_rules
+from llamabind.server.openai_format import openai_tool_call
 
 H, L, M, G = ToolCallFormat.HERMES, ToolCallFormat.LLAMA3, ToolCallFormat.MISTRAL, ToolCallFormat.GENERIC
 
@@ -213,7 +214,7 @@ def test_call_ids_and_openai_shape() -> None:
     assert re.fullmatch(r"call_[A-Za-z0-9]{24}", call.id)
     assert call.arguments == '{"a":"é"}'
     assert call.arguments_dict() == {"a": "é"}
-    assert call.to_openai() == {
+    assert openai_tool_call(call) == {
         "id": call.id,
         "type": "function",
         "function": {"name": "f", "arguments": '{"a":"é"}'},

@@ -27,13 +27,6 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subproces
 
 
 @pytest.fixture(scope="module")
-def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.getbasetemp() / "gguf-fixtures"
-    d.mkdir(exist_ok=True)
-    return d
-
-
-@pytest.fixture(scope="module")
 def minilm(fixture_dir: Path) -> Path:
     return build_minilm_gguf(fixture_dir)
 

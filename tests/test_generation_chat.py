@@ -22,6 +22,7 @@ from llamabind.chat import (
 )
 from llamabind.generation.generator import Generator
 from llamabind.generation.sampling import SamplingParams
+from llamabind.server.openai_format import openai_message
 
 GREEDY = SamplingParams(temperature=0.0)
 WEATHER = {
@@ -188,7 +189,7 @@ def test_stream_parser_tool_calls_and_reasoning() -> None:
         h.feed(piece)
     m = h.message("stop")
     assert m.content == "Checking." and [c.name for c in m.tool_calls] == ["a", "b"]
-    assert m.to_openai()["tool_calls"][1]["function"]["arguments"] == '{"x":1}'
+    assert openai_message(m)["tool_calls"][1]["function"]["arguments"] == '{"x":1}'
 
 
 def test_library_chat(ctx: lb.Context) -> None:

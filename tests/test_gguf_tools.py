@@ -36,13 +36,6 @@ def q4() -> Path:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
-def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.getbasetemp() / "gguf-fixtures"
-    d.mkdir(exist_ok=True)
-    return d
-
-
 @pytest.fixture(scope="module")
 def shards(q4: Path, fixture_dir: Path) -> list[Path]:
     return build_split_smollm2(fixture_dir, max_tensors=100)

@@ -41,13 +41,6 @@ def _quiet_native() -> Iterator[None]:
 
 
 @pytest.fixture(scope="module")
-def fixture_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.getbasetemp() / "gguf-fixtures"
-    d.mkdir(exist_ok=True)
-    return d
-
-
-@pytest.fixture(scope="module")
 def f16(fixture_dir: Path) -> Path:
     return build_f16_smollm2(fixture_dir)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import llamabind as lb
+from helpers_core import free_port
 from llamabind.errors import RpcError
 from llamabind.generation.generator import Generator
 from llamabind.generation.sampling import SamplingParams
@@ -21,12 +21,6 @@ from llamabind.rpc import check_endpoint, is_loopback
 
 PROMPT = "The three primary colors are"
 GREEDY = SamplingParams(temperature=0)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _start_worker(port: int) -> subprocess.Popen[bytes]:
@@ -50,7 +44,7 @@ def _start_worker(port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture(scope="module")
 def workers() -> Iterator[list[str]]:
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     procs = [_start_worker(p) for p in ports]
     yield [f"127.0.0.1:{p}" for p in ports]
     for p in procs:
@@ -78,7 +72,7 @@ def test_split_over_two_workers_and_cpu_matches_local(model_path: Path, workers:
 
 
 def test_worker_stops_cleanly_on_sigterm() -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start_worker(port)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
@@ -87,7 +81,7 @@ def test_worker_stops_cleanly_on_sigterm() -> None:
 
 
 def test_unreachable_worker_is_a_clear_error(model_path: Path) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     with pytest.raises(RpcError, match=rf"127\.0\.0\.1:{port} unreachable"):
         lb.Model(model_path, rpc_servers=[f"127.0.0.1:{port}"], n_gpu_layers=99)
     with pytest.raises(RpcError, match="expected HOST:PORT"):
@@ -97,7 +91,7 @@ def test_unreachable_worker_is_a_clear_error(model_path: Path) -> None:
 def test_rpc_server_refuses_non_loopback_without_flag() -> None:
     assert is_loopback("127.0.0.1") and is_loopback("localhost")
     out = subprocess.run(
-        [sys.executable, "-m", "llamabind", "rpc-server", "--host", "0.0.0.0", "--port", str(_free_port())],
+        [sys.executable, "-m", "llamabind", "rpc-server", "--host", "0.0.0.0", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -108,7 +102,7 @@ def test_rpc_server_refuses_non_loopback_without_flag() -> None:
 
 
 def test_killing_a_worker_mid_generation_errors_and_client_survives(model_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     worker = _start_worker(port)
     script = textwrap.dedent(
         f"""

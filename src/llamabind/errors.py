@@ -40,6 +40,7 @@ __all__ = [
     "MultimodalError",
     "NativeLibraryError",
     "NoKvSlotError",
+    "NoProjectorError",
     "ProjectorError",
     "QuantizeError",
     "QueueFullError",
@@ -250,6 +251,13 @@ class MultimodalError(LlamabindError):
 
 class ProjectorError(MultimodalError):
     """A multimodal projector (mmproj) could not be loaded or does not fit the text model."""
+
+
+class NoProjectorError(UnsupportedError, MultimodalError):
+    """Images or audio were given to a text-only model (no multimodal projector is loaded)."""
+
+    error_code = "unsupported_media"
+    default_param = "messages"
 
 
 class MediaError(MultimodalError, ValueError):

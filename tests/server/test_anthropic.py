@@ -284,7 +284,7 @@ def test_stream_encoder_blocks() -> None:
     import json
 
     from llamabind.chat import ChatDelta, ToolCallDelta
-    from llamabind.server.anthropic import StreamEncoder
+    from llamabind.server.anthropic_response import StreamEncoder
 
     enc = StreamEncoder("msg_x", "m")
     raw = [enc.start(10)]

@@ -48,6 +48,7 @@ def test_text_only_model_given_an_image_is_a_400(client: openai.OpenAI) -> None:
     assert isinstance(err, dict) and err.get("message")
     message = str(err["message"]).lower()
     assert "image" in message and ("multimodal" in message or "mmproj" in message or "text-only" in message)
+    assert err.get("code") == "unsupported_media" and err.get("param") == "messages"
 
 
 @pytest.fixture(scope="module")

@@ -36,12 +36,10 @@ def test_chat_model_is_not_a_reranker(server: RunningServer) -> None:
 
 
 def test_rerank_matches_the_library(
-    tmp_path_factory: pytest.TempPathFactory, serve_with: Callable[[lb.Model, ServerConfig], RunningServer]
+    fixture_dir: Path, serve_with: Callable[[lb.Model, ServerConfig], RunningServer]
 ) -> None:
     # No reranker can be downloaded here: MiniLM with a random classification head stands in.
-    d: Path = tmp_path_factory.getbasetemp() / "rerank-fixture"
-    d.mkdir(exist_ok=True)
-    path, _head = build_minilm_reranker(d)
+    path, _head = build_minilm_reranker(fixture_dir)
     model = lb.Model(path)  # closed by garbage collection after the per-test server stops
     expected = rerank(QUERY, DOCS, model, n_threads=1)
     srv = serve_with(model, ServerConfig(scheduler=SchedulerConfig(parallel=1, ctx_per_slot=512)))

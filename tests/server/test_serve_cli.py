@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,22 +16,17 @@ import openai
 import pytest
 
 import llamabind as lb
+from helpers_core import free_port
 from llamabind.batching import SchedulerConfig
 from llamabind.server import ServerConfig
 
 from .conftest import GREEDY, RunningServer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_command(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("# keys\nsk-one\nsk-two\n")
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable,
         "-m",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from .reasoning import ReasoningStreamSplitter
 from .tool_call_parser import ToolCallStreamParser
@@ -27,18 +26,6 @@ class ToolCallDelta:
     name: str | None = None
     arguments: str = ""
 
-    def to_openai(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index}
-        fn: dict[str, Any] = {}
-        if self.id is not None:
-            out["id"] = self.id
-            out["type"] = "function"
-        if self.name is not None:
-            fn["name"] = self.name
-        fn["arguments"] = self.arguments
-        out["function"] = fn
-        return out
-
 
 @dataclass(frozen=True)
 class ChatDelta:
@@ -47,17 +34,6 @@ class ChatDelta:
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
-
-    def to_openai(self) -> dict[str, Any]:
-        """The ``delta`` object of a ``chat.completion.chunk`` choice."""
-        out: dict[str, Any] = {}
-        if self.content is not None:
-            out["content"] = self.content
-        if self.reasoning_content is not None:
-            out["reasoning_content"] = self.reasoning_content
-        if self.tool_calls:
-            out["tool_calls"] = [t.to_openai() for t in self.tool_calls]
-        return out
 
 
 @dataclass
@@ -68,15 +44,6 @@ class ChatMessage:
     reasoning_content: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
-
-    def to_openai(self) -> dict[str, Any]:
-        """The ``message`` object of a chat completion choice."""
-        out: dict[str, Any] = {"role": "assistant", "content": self.content}
-        if self.reasoning_content is not None:
-            out["reasoning_content"] = self.reasoning_content
-        if self.tool_calls:
-            out["tool_calls"] = [c.to_openai() for c in self.tool_calls]
-        return out
 
 
 class ChatStreamParser:

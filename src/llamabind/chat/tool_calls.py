@@ -74,14 +74,6 @@ class ToolCall:
         value = json.loads(self.arguments)
         return value if isinstance(value, dict) else {}
 
-    def to_openai(self) -> dict[str, Any]:
-        """The ``tool_calls`` entry of an OpenAI chat completion message."""
-        return {
-            "id": self.id,
-            "type": "function",
-            "function": {"name": self.name, "arguments": self.arguments},
-        }
-
 
 @dataclass(frozen=True)
 class ToolCallResult:

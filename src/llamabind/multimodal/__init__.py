@@ -22,7 +22,7 @@ from .context import (
     projector_info,
     require_projector,
 )
-from .errors import MediaError, MultimodalError, ProjectorError
+from .errors import MediaError, MultimodalError, NoProjectorError, ProjectorError
 from .generator import MediaGenerator
 from .media import (
     MediaPolicy,
@@ -40,7 +40,6 @@ from .media_chat import (
     load_chat_media,
     prepare_media_chat,
     render_media_chat,
-    tokenize_chat_media,
     tokenize_prepared_media,
 )
 from .sniff import MediaInfo, sniff
@@ -57,6 +56,7 @@ __all__ = [
     "MediaResolver",
     "MtmdContext",
     "MultimodalError",
+    "NoProjectorError",
     "ProjectorError",
     "ProjectorInfo",
     "ResolvedMedia",
@@ -75,6 +75,5 @@ __all__ = [
     "render_media_chat",
     "require_projector",
     "sniff",
-    "tokenize_chat_media",
     "tokenize_prepared_media",
 ]

@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from ..core import Batch, Context, Model, default_threads
 from ..core.mtmd import Bitmap, MtmdProjector, ProjectorInfo, default_marker, projector_info
-from ..errors import ContextOverflowError, UnsupportedError
+from ..errors import ContextOverflowError, NoProjectorError
 from . import bitmaps as bm
 from .errors import MediaError
 from .prompt import MediaChunk, MediaPrompt, media_keys
@@ -330,7 +330,7 @@ def require_projector(mtmd: MtmdContext | None, kinds: Sequence[str], model_name
     """``mtmd`` when it can take ``kinds``; a clear error for a text-only model otherwise."""
     if mtmd is None:
         what = " and ".join(sorted(set(kinds))) or "media"
-        raise UnsupportedError(
+        raise NoProjectorError(
             f"the model {model_name} is text-only: it cannot take {what} input "
             "(load a multimodal projector with --mmproj to send images or audio)"
         )

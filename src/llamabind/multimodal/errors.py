@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from ..errors import MediaError, MultimodalError, ProjectorError
+from ..errors import MediaError, MultimodalError, NoProjectorError, ProjectorError
 
-__all__ = ["MediaError", "MultimodalError", "ProjectorError"]
+__all__ = ["MediaError", "MultimodalError", "NoProjectorError", "ProjectorError"]

@@ -33,7 +33,6 @@ __all__ = [
     "load_chat_media",
     "prepare_media_chat",
     "render_media_chat",
-    "tokenize_chat_media",
     "tokenize_prepared_media",
 ]
 
@@ -52,11 +51,15 @@ def prepare_media_chat(
     messages: Sequence[Mapping[str, Any]],
     *,
     template: ChatTemplate | str | None = None,
+    formatter: ChatFormatter | None = None,
     tokenize: bool | None = None,
     **prepare: Any,
 ) -> tuple[PreparedChat, list[MediaPart]]:
     """Canonicalize ``messages`` once, check their media against the projector and prepare them
     (:meth:`ChatFormatter.prepare` keyword arguments): (prepared chat, media parts in marker order).
+
+    ``formatter``: the one to prepare with (a server's, set up once); by default the model's
+    cached formatter for ``template``.
 
     ``tokenize=None``: tokenize only a prompt without media (one with media is tokenized by
     :func:`tokenize_prepared_media`; ``tokens`` stays empty). A text-only model (``mtmd`` None) given media raises
@@ -69,7 +72,11 @@ def prepare_media_chat(
     parts = extract_media(msgs) if msgs else []
     if parts:
         require_projector(mtmd, [p.kind for p in parts], model.name)
-    prepared = ChatFormatter.for_model(model, template).prepare(
+    if formatter is None:
+        formatter = ChatFormatter.for_model(model, template)
+    elif template is not None:
+        raise TypeError("prepare_media_chat: pass either formatter or template, not both")
+    prepared = formatter.prepare(
         msgs,
         media_marker=mtmd.marker if mtmd is not None else None,
         tokenize=not parts if tokenize is None else tokenize,
@@ -142,24 +149,6 @@ def tokenize_prepared_media(
         return mtmd.tokenize(prepared.prompt, media, add_special=prepared.add_bos, parse_special=True)
     finally:
         media.close()  # the chunks hold their own copy of the preprocessed media
-
-
-def tokenize_chat_media(
-    mtmd: MtmdContext,
-    prompt_text: str,
-    messages: Sequence[Mapping[str, Any]],
-    *,
-    resolver: MediaResolver | None = None,
-    add_special: bool = True,
-) -> MediaPrompt:
-    """:func:`tokenize_prepared_media` for a caller holding only the prompt text and the messages
-    (it canonicalizes and extracts their media again; prefer :func:`tokenize_prepared_media`)."""
-    parts = extract_media(canonicalize_media_parts(messages))
-    media = load_chat_media(mtmd, parts, resolver or MediaResolver())
-    try:
-        return mtmd.tokenize(prompt_text, media, add_special=add_special, parse_special=True)
-    finally:
-        media.close()
 
 
 def build_chat_prompt(

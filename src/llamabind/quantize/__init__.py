@@ -7,8 +7,9 @@ print(result.file_bytes, result.bpw, result.type_counts())
 
 from __future__ import annotations
 
-from .api import ProgressCallback, QuantizeParams, QuantizeResult, TensorPlan, default_output_path, quantize
+from .api import quantize
 from .imatrix import ImatrixData, read_imatrix, write_imatrix
+from .params import ProgressCallback, QuantizeParams, QuantizeResult, TensorPlan, default_output_path
 from .types import IMATRIX_REQUIRED_TYPES, FileType, file_type, file_types
 
 __all__ = [

@@ -1,12 +1,13 @@
-"""Anthropic's ``POST /v1/messages`` and ``/v1/messages/count_tokens`` (the conversions live in
-:mod:`..anthropic`), answered with Anthropic error bodies."""
+"""Anthropic's ``POST /v1/messages`` and ``/v1/messages/count_tokens`` (the request conversion lives
+in :mod:`..anthropic`, the answers and stream events in :mod:`..anthropic_response`), answered with
+Anthropic error bodies."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from .. import anthropic
+from .. import anthropic, anthropic_response
 from ..common import Holder, check_model, collect
 from ..errors import error_from_exception
 from ..sse import SSEResponse, pump
@@ -26,9 +27,9 @@ async def answer_messages(request: Request, holder: Holder, *, count_tokens: boo
             _, tokens, _ = await prepare_chat(state, chat_body)
             return JSONResponse({"input_tokens": len(tokens)})
         prepared, group = await start_chat(state, chat_body)
-        encoder = anthropic.StreamEncoder(anthropic.new_message_id(), state.alias)
+        encoder = anthropic_response.StreamEncoder(anthropic.new_message_id(), state.alias)
         if body.stream:
-            stream = anthropic.MessageStream(group, prepared, encoder, anthropic.new_tool_use_id)
+            stream = anthropic_response.MessageStream(group, prepared, encoder, anthropic.new_tool_use_id)
             return SSEResponse(pump(group, stream), group.cancel)
         (out,) = await collect(request, group, 1)
         parser = prepared.parser(anthropic.new_tool_use_id)
@@ -36,7 +37,7 @@ async def answer_messages(request: Request, holder: Holder, *, count_tokens: boo
         msg = parser.message(out.finish_reason or "stop")
         u = out.usage
         return JSONResponse(
-            anthropic.message_response(
+            anthropic_response.message_response(
                 msg,
                 id=encoder.id,
                 model=state.alias,

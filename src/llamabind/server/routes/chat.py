@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...batching import DoneEvent, TokenEvent
-from ...chat import PreparedChat, extract_media
+from ...chat import PreparedChat
 from ...core import Model
 from ...generation.sampling import SamplingParams
-from ...multimodal import canonicalize_media_parts, tokenize_chat_media
+from ...multimodal import MediaPrompt, prepare_media_chat, tokenize_prepared_media
 from ..common import FINGERPRINT, Holder, check_model, check_n, collect, usage_of
-from ..errors import APIError, error_from_exception, sse_error
+from ..errors import error_from_exception, sse_error
 from ..handlers import (
     ChoiceOutput,
     ChunkEncoder,
@@ -27,6 +27,7 @@ from ..handlers import (
     stop_from_request,
 )
 from ..limits import check_capacity, check_chat
+from ..openai_format import openai_delta, openai_message
 from ..schemas import ChatCompletionRequest
 from ..sse import SSE_DONE, SSEResponse, pump
 from ..state import RequestGroup, ServerState
@@ -36,7 +37,7 @@ __all__ = ["ChatStream", "chat_choices", "prepare_chat", "router", "start_chat"]
 
 async def prepare_chat(
     state: ServerState, body: ChatCompletionRequest
-) -> tuple[PreparedChat, list[int], Any]:
+) -> tuple[PreparedChat, list[int], MediaPrompt | None]:
     """Render and tokenize a chat request: (prepared, prompt tokens, media prompt or None)."""
     check_chat(state.config.limits, body, state.config.scheduler.ctx_per_slot)
     extras = body.model_extra or {}
@@ -48,51 +49,33 @@ async def prepare_chat(
     if response_format is None and isinstance(json_schema, dict):
         response_format = {"type": "json_object", "schema": json_schema}
     mtmd = state.mtmd
-    messages = canonicalize_media_parts(body.messages)
-    try:
-        media_parts = extract_media(messages)
-    except Exception as exc:
-        raise error_from_exception(exc, param="messages") from None
-    if media_parts and mtmd is None:
-        kinds = " and ".join(sorted({p.kind for p in media_parts}))
-        raise APIError(
-            400,
-            f"the model {state.alias} is text-only: it cannot take {kinds} input "
-            "(start the server with --mmproj to enable images/audio)",
-            param="messages",
-            code="unsupported_media",
+
+    def prepare() -> tuple[PreparedChat, MediaPrompt | None]:
+        prepared, parts = prepare_media_chat(
+            state.model,
+            mtmd,
+            body.messages,
+            formatter=state.formatter,
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            parallel_tool_calls=body.parallel_tool_calls,
+            response_format=response_format,
+            grammar=body.grammar,
+            add_generation_prompt=agp
+            if isinstance(agp := extras.get("add_generation_prompt"), bool)
+            else None,
+            template_kwargs=body.chat_template_kwargs,
+            reasoning=reasoning,
         )
+        if not parts or mtmd is None:
+            return prepared, None
+        return prepared, tokenize_prepared_media(mtmd, prepared, parts, state.media)
+
     try:
-        prepared: PreparedChat = await run_in_threadpool(
-            lambda: state.formatter.prepare(
-                messages,
-                tools=body.tools,
-                tool_choice=body.tool_choice,
-                parallel_tool_calls=body.parallel_tool_calls,
-                response_format=response_format,
-                grammar=body.grammar,
-                add_generation_prompt=agp
-                if isinstance(agp := extras.get("add_generation_prompt"), bool)
-                else None,
-                template_kwargs=body.chat_template_kwargs,
-                reasoning=reasoning,
-                media_marker=mtmd.marker if mtmd is not None else None,
-            )
-        )
-        media_prompt = None
-        tokens: list[int] = prepared.tokens
-        if media_parts and mtmd is not None:
-            add_special = not (
-                state.formatter.bos_token and prepared.prompt.startswith(state.formatter.bos_token)
-            )
-            media_prompt = await run_in_threadpool(
-                lambda: tokenize_chat_media(
-                    mtmd, prepared.prompt, messages, resolver=state.media, add_special=add_special
-                )
-            )
-            tokens = media_prompt.keys
+        prepared, media_prompt = await run_in_threadpool(prepare)
     except Exception as exc:
         raise error_from_exception(exc) from None
+    tokens = media_prompt.keys if media_prompt is not None else prepared.tokens
     return prepared, tokens, media_prompt
 
 
@@ -147,7 +130,7 @@ def chat_choices(
         choices.append(
             {
                 "index": out.index,
-                "message": msg.to_openai(),
+                "message": openai_message(msg),
                 "logprobs": {"content": chat_logprobs(out.logprobs, model, top_n), "refusal": None}
                 if logprobs
                 else None,
@@ -191,7 +174,7 @@ class ChatStream:
                 if d.reasoning_content is None and not d.tool_calls and d.content is not None:
                     out.append(enc.text(i, d.content))  # the per-token fast path
                 else:
-                    out.append(enc.chunk(i, delta=d.to_openai()))
+                    out.append(enc.chunk(i, delta=openai_delta(d)))
             return out
         lps = (
             await run_in_threadpool(chat_logprobs, ev.logprobs, self.model, self.top_n)
@@ -201,14 +184,15 @@ class ChatStream:
         if not deltas and lps:
             return [enc.chunk(i, logprobs=lps)]
         return [
-            enc.chunk(i, delta=d.to_openai(), logprobs=lps if k == 0 else None) for k, d in enumerate(deltas)
+            enc.chunk(i, delta=openai_delta(d), logprobs=lps if k == 0 else None)
+            for k, d in enumerate(deltas)
         ]
 
     def done(self, i: int, ev: DoneEvent) -> Iterable[bytes]:
         self.outs[i].usage = ev.usage
         tail, reason = self.parsers[i].finish(ev.finish_reason)
         return [
-            *(self.enc.chunk(i, delta=d.to_openai()) for d in tail),
+            *(self.enc.chunk(i, delta=openai_delta(d)) for d in tail),
             self.enc.chunk(i, finish_reason=reason),
         ]
 
