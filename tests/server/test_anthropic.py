@@ -224,7 +224,7 @@ def test_conversion() -> None:
     assert chat.min_p == 0.1
 
 
-def test_errors(ac: anthropic.Anthropic, server: RunningServer) -> None:
+def test_errors(ac: anthropic.Anthropic, server: RunningServer, strict_server: RunningServer) -> None:
     import httpx
 
     headers = {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
@@ -265,8 +265,10 @@ def test_errors(ac: anthropic.Anthropic, server: RunningServer) -> None:
     bad = anthropic.Anthropic(base_url=server.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(anthropic.AuthenticationError):
         bad.messages.create(model=ALIAS, max_tokens=4, messages=[{"role": "user", "content": "hi"}])
+    # unknown model names are 404 on a server that answers only its own (--strict-model-name)
+    strict = anthropic.Anthropic(base_url=strict_server.base_url, api_key="unused", max_retries=0)
     with pytest.raises(anthropic.NotFoundError) as info:
-        ac.messages.create(
+        strict.messages.create(
             model="claude-nonexistent", max_tokens=4, messages=[{"role": "user", "content": "hi"}]
         )
     assert info.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
