@@ -192,7 +192,16 @@ async def chat(request: Request, holder: Holder) -> Response:
     if not body.messages:
         return _loaded(body.model, chat=True)
     fields = api.request_fields(body.options, body.format, body.think)
-    chat_body = _chat_request({**fields, "messages": api.chat_messages(body.messages), "tools": body.tools})
+    # tool_choice is not Ollama's: an OpenAI-style extension (auto / required / none / a named function)
+    tool_choice = (body.model_extra or {}).get("tool_choice")
+    chat_body = _chat_request(
+        {
+            **fields,
+            "messages": api.chat_messages(body.messages),
+            "tools": body.tools,
+            "tool_choice": tool_choice if body.tools else None,
+        }
+    )
     prepared, group = await start_chat(state, chat_body)
     return await _run(request, group, prepared, body.model, body.stream, True, t0)
 
