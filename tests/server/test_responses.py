@@ -67,6 +67,16 @@ def test_max_output_tokens_is_incomplete(client: openai.OpenAI) -> None:
     assert r.status == "incomplete"
     assert r.incomplete_details is not None and r.incomplete_details.reason == "max_output_tokens"
     assert r.usage is not None and r.usage.output_tokens == 5
+    # streamed: the last event is response.incomplete, the items are marked incomplete too
+    stream = client.responses.create(
+        model=ALIAS, input="Write a long story about a dragon.", max_output_tokens=5, stream=True
+    )
+    events = list(stream)
+    last = events[-1]
+    assert last.type == "response.incomplete"
+    assert last.response.status == "incomplete" and last.response.output_text == r.output_text
+    done = [e for e in events if e.type == "response.output_item.done"]
+    assert done and done[-1].item.status == "incomplete"
 
 
 def test_stream(client: openai.OpenAI) -> None:
