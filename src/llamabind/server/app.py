@@ -4,7 +4,7 @@
 Routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/rerank``,
 ``/v1/models``, ``/v1/files`` (and the same without ``/v1``), ``/health`` (the one route without
 authentication), ``/tokenize``, ``/detokenize``, ``/infill``, ``/metrics``, ``/slots``, and
-Anthropic's ``/v1/messages``. The event loop never calls llama.cpp: rendering, tokenization,
+Anthropic's ``/v1/messages``, OpenAI's ``/v1/responses`` and Ollama's ``/api/*``. The event loop never calls llama.cpp: rendering, tokenization,
 detokenization, grammar parsing, logit-bias tokens and logprob pieces run in worker threads,
 generation in the scheduler's engine thread.
 """
@@ -33,7 +33,7 @@ from .errors import APIError, error_body, error_from_exception
 from .files import FileStore, create_files_router
 from .limits import LimitsMiddleware
 from .middleware import ANTHROPIC_PATHS, AuthAndMetricsMiddleware, route_labeler
-from .routes import admin, anthropic, chat, completions, embeddings, tokens
+from .routes import admin, anthropic, chat, completions, embeddings, ollama, responses, tokens
 from .state import ServerState
 from .webui import mount_webui
 
@@ -178,6 +178,8 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     app.include_router(create_files_router(files))
     app.include_router(embeddings.router(holder))
     app.include_router(tokens.router(holder))
+    app.include_router(responses.router(holder))
+    app.include_router(ollama.router(holder))
 
     # middleware (last = outermost); the metrics label set is the app's own routes. The limits
     # (body size, content type, JSON nesting) run after the API-key check, before any parsing.

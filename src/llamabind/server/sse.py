@@ -66,13 +66,19 @@ async def pump(group: RequestGroup, handler: StreamHandler) -> AsyncIterator[byt
 
 
 class SSEResponse(StreamingResponse):
-    """A streaming response that notices a client disconnect even while no data flows, and calls
-    ``on_close`` however the stream ends (so the requests behind it are cancelled)."""
+    """A streaming response (SSE, or another ``media_type`` such as Ollama's NDJSON) that notices
+    a client disconnect even while no data flows, and calls ``on_close`` however the stream ends
+    (so the requests behind it are cancelled)."""
 
-    def __init__(self, content: AsyncIterator[bytes], on_close: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        on_close: Callable[[], None],
+        media_type: str = "text/event-stream",
+    ) -> None:
         super().__init__(
             content,
-            media_type="text/event-stream",
+            media_type=media_type,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
         self._on_close = on_close
