@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..core import Batch, Context, ContextParams, Model, Sampler, StreamingDetokenizer
-from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, QueueFullError, UnsupportedError
+from ..errors import (
+    ContextOverflowError,
+    GrammarError,
+    LlamabindError,
+    NoKvSlotError,
+    QueueFullError,
+    UnsupportedError,
+)
 from ..generation.generator import common_prefix
 from ..generation.logprobs import TokenLogprob
 from ..generation.stop import StopMatcher
@@ -594,7 +601,10 @@ class Scheduler:
                 s.t_prefill_done = time.perf_counter()
         for s in self.slots:
             if s.req is not None and s.state == "generate" and s.rows:
-                self._sample(s)
+                try:
+                    self._sample(s)
+                except GrammarError as exc:  # this request's grammar is exhausted: fail it alone
+                    self._fail(s, exc)
 
     def _observe(self, s: _Slot, tokens: list[int], pos: int, first: int) -> None:
         assert s.drafter is not None
