@@ -172,6 +172,13 @@ class Candidates:
             return -1
         return int(arr.data[arr.selected].id)
 
+    def selected_logit(self) -> float:
+        """The logit of the selected token after the chain (-inf when nothing was allowed)."""
+        arr = self.arr
+        if not 0 <= arr.selected < arr.size:
+            return float("-inf")
+        return float(arr.data[arr.selected].logit)
+
     def allows(self, smpl: Any, token: int) -> bool:
         """Whether ``smpl`` (a grammar) leaves ``token`` possible: it is applied to that one token."""
         one = self.one

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..core import Batch, Context, Model
-from ..errors import ContextOverflowError, LlamabindError, NoKvSlotError, QueueFullError
+from ..errors import ContextOverflowError, GrammarError, LlamabindError, NoKvSlotError, QueueFullError
 from ..generation.logprobs import TokenLogprob, token_logprobs
 from ..generation.output import OutputStream
 from .config import SchedulerConfig, SchedulerStats, SlotInfo
@@ -380,7 +380,10 @@ class Scheduler:
                 s.t_prefill_done = time.perf_counter()
         for s in self.slots:
             if s.req is not None and s.state == "generate" and s.logits_idx >= 0:
-                self._sample(s)
+                try:
+                    self._sample(s)
+                except GrammarError as exc:  # this request's grammar is exhausted: fail it alone
+                    self._fail(s, exc)
 
     def _sample(self, s: Slot) -> None:
         req = s.req

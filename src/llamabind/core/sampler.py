@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,24 @@ from ._owner import NativeOwner
 from .context import Context
 from .model import Model
 
-__all__ = ["LogitsProcessor", "Sampler", "SamplerPerf"]
+__all__ = [
+    "MAX_DRY_BREAKERS_TOTAL_CHARS",
+    "MAX_DRY_BREAKER_CHARS",
+    "MAX_DRY_SEQUENCE_BREAKERS",
+    "LogitsProcessor",
+    "Sampler",
+    "SamplerPerf",
+    "check_dry_sequence_breakers",
+]
+
+#: Most DRY sequence breakers. llama.cpp scans the whole vocabulary for every breaker when it
+#: builds the sampler (tens of ms a breaker for a 49k-token vocabulary, up to ~0.2 s under load), so
+#: thousands of them stall whatever thread builds the chain for minutes.
+MAX_DRY_SEQUENCE_BREAKERS = 8
+#: Longest DRY sequence breaker, in characters (llama.cpp silently truncates longer ones to 40).
+MAX_DRY_BREAKER_CHARS = 40
+#: Most characters over all DRY sequence breakers (the scan's cost grows with them too).
+MAX_DRY_BREAKERS_TOTAL_CHARS = 64
 
 #: ``fn(tokens_so_far, logits) -> logits`` — a Python logits processor (slow path, opt-in).
 LogitsProcessor = Callable[[Sequence[int], npt.NDArray[np.float32]], npt.NDArray[np.float32]]
@@ -45,6 +63,33 @@ _DEFERRABLE = frozenset(
         "infill",
     }
 )
+
+
+def check_dry_sequence_breakers(breakers: Sequence[str]) -> list[str]:
+    """The breakers as a list; ValueError beyond `MAX_DRY_SEQUENCE_BREAKERS` or
+    `MAX_DRY_BREAKER_CHARS`, or for anything but strings."""
+    if isinstance(breakers, str):
+        raise ValueError("dry_sequence_breakers must be a list of strings, not one string")
+    out = list(breakers)
+    if len(out) > MAX_DRY_SEQUENCE_BREAKERS:
+        raise ValueError(
+            f"dry_sequence_breakers has {len(out)} entries; at most {MAX_DRY_SEQUENCE_BREAKERS} are allowed"
+        )
+    for b in out:
+        if not isinstance(b, str):
+            raise ValueError("dry_sequence_breakers must be strings")
+        if len(b) > MAX_DRY_BREAKER_CHARS:
+            raise ValueError(
+                f"a DRY sequence breaker is {len(b)} characters long; at most {MAX_DRY_BREAKER_CHARS} are allowed"
+            )
+        if "\x00" in b:
+            raise ValueError("a DRY sequence breaker must not contain NUL characters")
+    if sum(len(b) for b in out) > MAX_DRY_BREAKERS_TOTAL_CHARS:
+        raise ValueError(
+            f"dry_sequence_breakers total {sum(len(b) for b in out)} characters; at most "
+            f"{MAX_DRY_BREAKERS_TOTAL_CHARS} are allowed"
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -97,10 +142,16 @@ class Sampler(NativeOwner):
     def _vocab(self) -> int:
         return self.model.vocab._v()
 
-    def _last_n(self, last_n: int) -> int:
+    def _last_n(self, last_n: int, what: str) -> int:
         # llama.cpp's C API clamps a negative window to 0, which silently turns the sampler off;
-        # its "-1 = context size" convention lives in common/, so it is applied here
-        return self.model.n_ctx_train if int(last_n) == -1 else int(last_n)
+        # its "-1 = context size" convention lives in common/, so it is applied here. It also
+        # allocates the whole window up front: a window of 2**31-1 tokens is 8 GiB and ends in
+        # std::bad_alloc, which aborts the process. No more tokens than the model's training
+        # context can be in view, so a wider window is clamped to it.
+        last_n = int(last_n)
+        if last_n < -1:
+            raise ValueError(f"{what} must be -1 (the whole context), 0 (off) or a positive window")
+        return self.model.n_ctx_train if last_n == -1 else min(last_n, self.model.n_ctx_train)
 
     def greedy(self) -> Sampler:
         return self._add("greedy", nsmp.sampler_init("greedy"))
@@ -168,7 +219,7 @@ class Sampler(NativeOwner):
             nsmp.sampler_init(
                 "penalties",
                 self.model.n_vocab,
-                self._last_n(last_n),
+                self._last_n(last_n, "penalty last_n"),
                 float(repeat),
                 float(frequency),
                 float(presence),
@@ -184,7 +235,11 @@ class Sampler(NativeOwner):
         sequence_breakers: Sequence[str] = ("\n", ":", '"', "*"),
     ) -> Sampler:
         """DRY ("don't repeat yourself") repetition penalty over the last ``last_n`` accepted
-        tokens (``-1``: the whole context, bounded by the model's training context; ``0``: off)."""
+        tokens (``-1``: the whole context, bounded by the model's training context; ``0``: off).
+
+        At most `MAX_DRY_SEQUENCE_BREAKERS` breakers of at most `MAX_DRY_BREAKER_CHARS`
+        characters each and `MAX_DRY_BREAKERS_TOTAL_CHARS` in all (ValueError otherwise)."""
+        breakers = check_dry_sequence_breakers(sequence_breakers)
         return self._add(
             "dry",
             nsmp.sampler_init(
@@ -193,8 +248,8 @@ class Sampler(NativeOwner):
                 float(multiplier),
                 float(base),
                 int(allowed_length),
-                self._last_n(last_n),
-                list(sequence_breakers),
+                self._last_n(last_n, "DRY last_n"),
+                breakers,
             ),
         )
 
@@ -279,6 +334,8 @@ class Sampler(NativeOwner):
                 raise IndexError(f"no logits for batch index {idx}: decode it with logits=True")
             if self._grammar_last():
                 token = self._sample_grammar_last(ptr, cptr, idx)
+            elif self._grammar is not None:
+                token = self._sample_checked(ptr, cptr, idx)
             else:
                 token = nsmp.sampler_sample(ptr, cptr, idx)
         if token < 0:
@@ -294,14 +351,51 @@ class Sampler(NativeOwner):
             and all(n in _DEFERRABLE for n in names[1:])
         )
 
-    def _sample_grammar_last(self, ptr: Any, cptr: Any, idx: int) -> int:
-        """llama.cpp common's grammar rejection sampling: sample without the leading grammar, keep
-        the token if the grammar allows it, else sample again with the whole chain."""
+    def _native_members(self, ptr: Any) -> tuple[list[Any], nsmp.Candidates]:
         if self._members is None:
             self._members = [nsmp.chain_get(ptr, i) for i in range(nsmp.chain_n(ptr))]
         if self._candidates is None:
             self._candidates = nsmp.Candidates(self.model.n_vocab)
-        cand = self._candidates
+        return self._members, self._candidates
+
+    def _grammar_member(self, ptr: Any) -> Any:
+        members, _ = self._native_members(ptr)
+        return members[self._names.index("grammar")]
+
+    def _check_grammar_allows(self, ptr: Any, token: int, logit: float) -> None:
+        """Raise `GrammarError` unless the chain's grammar can accept ``token``.
+
+        llama.cpp aborts the process when its grammar sampler is handed a token the grammar
+        rejects, and every token is rejected once the chain leaves none the grammar allows (a
+        ``logit_bias`` of -inf on the only allowed token, say): the selected token then still has
+        a -inf logit, and it never reaches ``llama_sampler_accept``.
+        """
+        _, cand = self._native_members(ptr)
+        if not math.isfinite(logit) or token < 0 or not cand.allows(self._grammar_member(ptr), token):
+            raise GrammarError(
+                "grammar exhausted: no token the grammar allows is left after the other samplers "
+                "(logit_bias or banned tokens exclude every continuation the grammar permits)"
+            )
+
+    def _sample_checked(self, ptr: Any, cptr: Any, idx: int) -> int:
+        """``llama_sampler_sample`` with a grammar check between selecting and accepting."""
+        _, cand = self._native_members(ptr)
+        logits = nctx.logits_ith(cptr, idx, cand.n_vocab)
+        assert logits is not None  # checked by the caller
+        cand.fill(logits)
+        cand.apply(ptr)
+        token = cand.selected()
+        if token < 0:
+            return token
+        self._check_grammar_allows(ptr, token, cand.selected_logit())
+        nsmp.sampler_accept(ptr, token)
+        return token
+
+    def _sample_grammar_last(self, ptr: Any, cptr: Any, idx: int) -> int:
+        """llama.cpp common's grammar rejection sampling: sample without the leading grammar, keep
+        the token if the grammar allows it, else sample again with the whole chain."""
+        _, cand = self._native_members(ptr)
+        assert self._members is not None
         logits = nctx.logits_ith(cptr, idx, cand.n_vocab)
         assert logits is not None  # checked by the caller
         t0 = time.perf_counter()
@@ -318,6 +412,7 @@ class Sampler(NativeOwner):
             token = cand.selected()
             if token < 0:
                 return token
+            self._check_grammar_allows(ptr, token, cand.selected_logit())
         nsmp.sampler_accept(ptr, token)
         return token
 
@@ -340,6 +435,8 @@ class Sampler(NativeOwner):
             raise ValueError("the sampler chain selected no token (does it end in greedy/dist/mirostat?)")
         token = int(data["id"][selected])
         if accept:
+            if self._grammar is not None:
+                self._check_grammar_allows(self._ptr(), token, float(data["logit"][selected]))
             nsmp.sampler_accept(self._ptr(), token)
         return token
 
@@ -356,6 +453,10 @@ class Sampler(NativeOwner):
     def accept(self, token: int) -> None:
         """Tell stateful samplers (penalties, grammar, DRY, mirostat) a token was chosen elsewhere."""
         self.model.vocab.check((token,))
+        if self._grammar is not None and not self._native_members(self._ptr())[1].allows(
+            self._grammar_member(self._ptr()), token
+        ):
+            raise GrammarError(f"the grammar does not allow token {token} here")
         nsmp.sampler_accept(self._ptr(), token)
         if self._processors:
             self._history.append(token)

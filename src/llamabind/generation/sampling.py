@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..core import Model, Sampler
-from ..core.sampler import LogitsProcessor
+from ..core.sampler import LogitsProcessor, check_dry_sequence_breakers
 
 __all__ = ["SamplingParams"]
 
@@ -22,7 +22,10 @@ class SamplingParams:
     so that every later sampler only sees tokens the grammar allows (``Sampler.sample`` checks it
     after the rest of the chain and re-samples with it only when it rejects the token, as
     llama.cpp's common sampler does). ``repeat_last_n`` and ``dry_penalty_last_n`` of ``-1`` mean
-    the whole context.
+    the whole context; windows wider than the model's training context are clamped to it.
+    ``dry_sequence_breakers``: at most 8, each at most 40 characters, 64 in all. A grammar that the other
+    samplers leave no token for (a ``logit_bias`` of -inf on every token it allows) makes
+    ``Sampler.sample`` raise ``GrammarError`` ("grammar exhausted") instead of crashing llama.cpp.
     """
 
     temperature: float = 0.8
@@ -83,6 +86,13 @@ class SamplingParams:
             raise ValueError("mirostat must be 0, 1 or 2")
         if not -2.0 <= self.frequency_penalty <= 2.0 or not -2.0 <= self.presence_penalty <= 2.0:
             raise ValueError("frequency_penalty and presence_penalty must be in [-2, 2]")
+        if self.repeat_last_n < -1:
+            raise ValueError("repeat_last_n must be -1 (the whole context), 0 (off) or a positive window")
+        if self.dry_penalty_last_n < -1:
+            raise ValueError(
+                "dry_penalty_last_n must be -1 (the whole context), 0 (off) or a positive window"
+            )
+        check_dry_sequence_breakers(self.dry_sequence_breakers)
 
     def build(self, model: Model, *, no_perf: bool = True) -> Sampler:
         """A fresh Sampler chain for ``model``."""

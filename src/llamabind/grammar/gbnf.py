@@ -18,15 +18,47 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import TypeAlias
 
 from llamabind.errors import GrammarError
+from llamabind.grammar._gbnf_checks import (
+    MAX_EXPANSION_PATHS,
+    MAX_LEFT_DEPTH,
+    MAX_LEFT_RECURSION_WORK,
+    MAX_NESTING,
+    MAX_RULES,
+    MAX_SYMBOLS,
+    check_grammar,
+    nullable_rules,
+)
+from llamabind.grammar._gbnf_types import (
+    AnyChar,
+    CharClass,
+    Element,
+    Rule,
+    RuleRef,
+    TokenRef,
+)
+from llamabind.grammar._gbnf_types import (
+    describe as _describe,
+)
+from llamabind.grammar._gbnf_types import (
+    grammar_error as _error,
+)
+from llamabind.grammar._gbnf_types import (
+    line_col as _line_col,
+)
 
 __all__ = [
     "JSON_ARRAY_GBNF",
     "JSON_GBNF",
     "JSON_OBJECT_GBNF",
+    "MAX_EXPANSION_PATHS",
+    "MAX_LEFT_DEPTH",
+    "MAX_LEFT_RECURSION_WORK",
+    "MAX_NESTING",
     "MAX_REPETITION",
+    "MAX_RULES",
+    "MAX_SYMBOLS",
     "AnyChar",
     "CharClass",
     "Element",
@@ -47,65 +79,6 @@ _MAX_CODE_POINT = 0x10FFFF
 _MAX_TOKEN_ID = 0xFFFFFFFF
 
 
-# --------------------------------------------------------------------------------------------
-# The parsed form
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CharClass:
-    """A terminal matching one code point: a string literal's character or a ``[...]`` class."""
-
-    ranges: tuple[tuple[int, int], ...]
-    negated: bool = False
-
-    def matches(self, code_point: int) -> bool:
-        found = any(lo <= code_point <= hi for lo, hi in self.ranges)
-        return found != self.negated
-
-
-@dataclass(frozen=True)
-class AnyChar:
-    """The terminal ``.``: any single code point."""
-
-    def matches(self, code_point: int) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class TokenRef:
-    """A token terminal ``<[id]>`` / ``<text>``, or its negation with ``!``. Never matches characters."""
-
-    token_id: int | None
-    text: str | None
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class RuleRef:
-    """A reference to the rule with index `index` in `ParsedGrammar.rules`."""
-
-    index: int
-    position: int = field(default=0, compare=False)
-
-
-Element: TypeAlias = "CharClass | AnyChar | TokenRef | RuleRef"
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One rule: alternatives, each a sequence of elements (an empty one matches the empty string).
-
-    `origin` is the rule written in the grammar that this rule belongs to (itself for written
-    rules, the enclosing rule for generated ones) and `position` where it starts in the text.
-    """
-
-    name: str
-    alternatives: tuple[tuple[Element, ...], ...]
-    origin: str
-    position: int
-
-
 @dataclass(frozen=True)
 class ParsedGrammar:
     """A validated grammar. `rules[i]` is the rule with llama.cpp symbol id `i`."""
@@ -121,32 +94,7 @@ class ParsedGrammar:
 
     def nullable(self) -> frozenset[int]:
         """Indices of the rules that can match the empty string."""
-        return frozenset(_nullable_rules(self.rules))
-
-
-# --------------------------------------------------------------------------------------------
-# Error helpers
-# --------------------------------------------------------------------------------------------
-
-
-def _line_col(text: str, position: int) -> tuple[int, int]:
-    position = max(0, min(position, len(text)))
-    line = text.count("\n", 0, position) + 1
-    col = position - (text.rfind("\n", 0, position) + 1) + 1
-    return line, col
-
-
-def _error(text: str, message: str, position: int, rule: str | None) -> GrammarError:
-    line, col = _line_col(text, position)
-    where = f"in rule '{rule}'" if rule is not None else "at top level"
-    return GrammarError(f"GBNF error at line {line}:{col} {where}: {message}", position=position, rule=rule)
-
-
-def _describe(text: str, pos: int) -> str:
-    if pos >= len(text):
-        return "end of input"
-    snippet = text[pos : pos + 12].split("\n")[0].split("\r")[0]
-    return repr(snippet) if snippet else "end of line"
+        return frozenset(nullable_rules(self.rules))
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +125,8 @@ class _Parser:
         self.defined: dict[str, int] = {}
         self.refs: list[tuple[str, int, str]] = []  # (referenced name, position, referencing rule)
         self.rule: str | None = None
+        self.nesting = 0
+        self.expanded = 0  # elements repetitions have copied so far
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -186,11 +136,15 @@ class _Parser:
     def fail(self, message: str, pos: int) -> GrammarError:
         return _error(self.text, message, pos, self.rule)
 
-    def symbol_id(self, name: str) -> int:
+    def symbol_id(self, name: str, position: int) -> int:
+        if name not in self.symbols and len(self.symbols) >= MAX_RULES:
+            raise self.fail(f"grammar has more than {MAX_RULES} rules (generated ones included)", position)
         return self.symbols.setdefault(name, len(self.symbols))
 
     def generate_symbol(self, base: str, position: int) -> int:
         new_id = len(self.symbols)
+        if new_id >= MAX_RULES:
+            raise self.fail(f"grammar has more than {MAX_RULES} rules (generated ones included)", position)
         name = f"{base}_{new_id}"
         self.symbols[name] = new_id
         self.meta[new_id] = (name, base, position)
@@ -263,7 +217,7 @@ class _Parser:
             line, col = _line_col(self.text, self.defined[name])
             raise self.fail(f"rule '{name}' is defined twice (first at line {line}:{col})", pos)
         self.defined[name] = pos
-        rule_id = self.symbol_id(name)
+        rule_id = self.symbol_id(name, pos)
         self.meta[rule_id] = (name, name, pos)
         p = self.parse_space(name_end, False)
         if self.text[p : p + 3] != "::=":
@@ -317,12 +271,15 @@ class _Parser:
                     f"limit of {MAX_REPETITION}; reduce the repetition count or the nesting",
                     op_pos,
                 )
+            n_opt = 1 if max_times is None else max_times - min_times
+            self.expanded += len(prev) * (max(min_times, 1) + n_opt)
+            if self.expanded > MAX_SYMBOLS:
+                raise self.fail(f"repetitions expand the grammar to more than {MAX_SYMBOLS} symbols", op_pos)
             if min_times == 0:
                 del seq[last_sym_start:]
             else:
                 for _ in range(1, min_times):
                     seq.extend(prev)
-            n_opt = 1 if max_times is None else max_times - min_times
             last_rec = -1
             for i in range(n_opt):
                 rec_id = self.generate_symbol(rule_name, op_pos)
@@ -395,7 +352,7 @@ class _Parser:
             elif _is_word_char(c):
                 end = self.parse_name(pos)
                 name = text[pos:end]
-                ref_id = self.symbol_id(name)
+                ref_id = self.symbol_id(name, pos)
                 self.refs.append((name, pos, rule_name))
                 last_sym_start = len(seq)
                 n_prev_rules = 1
@@ -403,10 +360,16 @@ class _Parser:
                 pos = self.parse_space(end, nested)
             elif c == "(":
                 start = pos
+                if self.nesting >= MAX_NESTING:
+                    raise self.fail(
+                        f"grammar is nested too deeply (more than {MAX_NESTING} levels of parentheses)", start
+                    )
+                self.nesting += 1
                 pos = self.parse_space(pos + 1, True)
                 n_before = len(self.symbols)
                 sub_id = self.generate_symbol(rule_name, start)
                 pos = self.parse_alternates(pos, rule_name, sub_id, True)
+                self.nesting -= 1
                 n_prev_rules = max(1, len(self.symbols) - n_before)
                 last_sym_start = len(seq)
                 seq.append(RuleRef(sub_id, start))
@@ -478,109 +441,6 @@ class _Parser:
         return (None, self.text[start : end + 1]), end + 1
 
 
-# --------------------------------------------------------------------------------------------
-# Whole-grammar checks
-# --------------------------------------------------------------------------------------------
-
-
-def _nullable_rules(rules: tuple[Rule, ...]) -> set[int]:
-    """Indices of the rules that derive the empty string (a linear-time worklist algorithm)."""
-    nullable: set[int] = set()
-    pending: list[list[int]] = []  # per rule, per alternative: rule references not yet known nullable
-    users: dict[int, list[tuple[int, int]]] = {}  # rule -> (rule, alternative) that reference it
-    work: list[int] = []
-    for index, rule in enumerate(rules):
-        counts: list[int] = []
-        for a, alt in enumerate(rule.alternatives):
-            if all(isinstance(e, RuleRef) for e in alt):
-                counts.append(len(alt))
-                for e in alt:
-                    assert isinstance(e, RuleRef)
-                    users.setdefault(e.index, []).append((index, a))
-                if not alt and index not in nullable:
-                    nullable.add(index)
-                    work.append(index)
-            else:
-                counts.append(-1)  # contains a terminal: never empty
-        pending.append(counts)
-    while work:
-        done = work.pop()
-        for index, a in users.get(done, ()):
-            pending[index][a] -= 1
-            if pending[index][a] == 0 and index not in nullable:
-                nullable.add(index)
-                work.append(index)
-    return nullable
-
-
-def _check_left_recursion(text: str, rules: tuple[Rule, ...]) -> None:
-    """Reject any rule that can reach itself without consuming input (through nullable prefixes too)."""
-    nullable = _nullable_rules(rules)
-    edges: list[list[tuple[int, int]]] = []
-    for rule in rules:
-        out: list[tuple[int, int]] = []
-        for alt in rule.alternatives:
-            for elem in alt:
-                if isinstance(elem, RuleRef):
-                    out.append((elem.index, elem.position))
-                    if elem.index not in nullable:
-                        break
-                else:
-                    break
-        edges.append(out)
-
-    white, grey, black = 0, 1, 2
-    color = [white] * len(rules)
-    for start in range(len(rules)):
-        if color[start] != white:
-            continue
-        color[start] = grey
-        stack: list[tuple[int, int]] = [(start, 0)]  # (rule, next edge index)
-        path_pos: list[int] = []  # ref position of the edge taken from stack[i]
-        while stack:
-            node, i = stack[-1]
-            if i < len(edges[node]):
-                stack[-1] = (node, i + 1)
-                target, ref_pos = edges[node][i]
-                if color[target] == grey:
-                    nodes = [s[0] for s in stack]
-                    k = nodes.index(target)
-                    cycle = nodes[k:]
-                    positions = [*path_pos[k:], ref_pos]
-                    _raise_left_recursion(text, rules, cycle, positions)
-                if color[target] == white:
-                    color[target] = grey
-                    path_pos.append(ref_pos)
-                    stack.append((target, 0))
-            else:
-                color[node] = black
-                stack.pop()
-                if path_pos:
-                    path_pos.pop()
-
-
-def _raise_left_recursion(text: str, rules: tuple[Rule, ...], cycle: list[int], positions: list[int]) -> None:
-    # Blame a rule written in the grammar, preferring the earliest one in the text.
-    written = [i for i, r in enumerate(cycle) if rules[r].name == rules[r].origin]
-    candidates = written or list(range(len(cycle)))
-    k = min(candidates, key=lambda i: rules[cycle[i]].position)
-    cycle = cycle[k:] + cycle[:k]
-    positions = positions[k:] + positions[:k]
-    names: list[str] = []
-    for r in cycle:
-        if not names or names[-1] != rules[r].origin:
-            names.append(rules[r].origin)
-    names.append(rules[cycle[0]].origin)
-    blamed = rules[cycle[0]].origin
-    raise _error(
-        text,
-        f"left recursion: rule '{blamed}' can reach itself without consuming input "
-        f"({' -> '.join(names)}); llama.cpp rejects left-recursive grammars",
-        positions[0],
-        blamed,
-    )
-
-
 def parse_gbnf(text: str, root: str = "root") -> ParsedGrammar:
     """Parse and validate a GBNF grammar; raises `GrammarError` (see `validate_gbnf`)."""
     if not isinstance(text, str):
@@ -615,7 +475,7 @@ def parse_gbnf(text: str, root: str = "root") -> ParsedGrammar:
         alternatives = tuple(tuple(alt) for alt in parser.rules[index])
         rules.append(Rule(name, alternatives, origin, position))
     frozen = tuple(rules)
-    _check_left_recursion(text, frozen)
+    check_grammar(text, frozen)
     return ParsedGrammar(text=text, root=root, rules=frozen, symbols=dict(parser.symbols))
 
 
@@ -634,6 +494,14 @@ def validate_gbnf(text: str, root: str = "root") -> None:
     ``[z-a]``, a rule defined twice (llama.cpp silently keeps the last definition), NUL
     characters (C would cut the text there), lone surrogates, and escapes beyond U+10FFFF.
     An upper bound above 2000 (``x{0,5000}``) is accepted and, as in llama.cpp, means unbounded.
+
+    Also rejected, because llama.cpp would take exponential time or overflow its stack on them
+    (see `llamabind.grammar._gbnf_checks` for the measures): more than `MAX_RULES` rules or
+    `MAX_SYMBOLS` symbols, parentheses nested deeper than `MAX_NESTING`, chains of leftmost rule
+    references longer than `MAX_LEFT_DEPTH` (``r0 ::= r1``, ``r1 ::= r2``, ...), rules with more
+    than `MAX_LEFT_RECURSION_WORK` leftmost derivation paths (``a0 ::= a1 | a1``,
+    ``a1 ::= a2 | a2``, ...), and any place where a rule reference expands into more than
+    `MAX_EXPANSION_PATHS` parse stacks at once (``a0 ::= a1 "y" | a1 "z"``, ...).
 
     Token terminals (``<[123]>``, ``<think>``, ``!<...>``) are checked for syntax only: whether a
     ``<text>`` token is a single token of the model's vocabulary can only be known with the model.

@@ -86,9 +86,10 @@ class Limits:
     #: ``logit_bias`` entries and the characters of a text key
     max_logit_bias: int = 1024
     max_logit_bias_key_chars: int = 256
-    #: ``dry_sequence_breakers`` and the characters of each
-    max_dry_breakers: int = 64
-    max_dry_breaker_chars: int = 64
+    #: ``dry_sequence_breakers`` and the characters of each (the library's own caps: llama.cpp scans
+    #: the vocabulary once per breaker, and caps a breaker at 40 characters)
+    max_dry_breakers: int = 8
+    max_dry_breaker_chars: int = 40
     #: bytes of a GBNF ``grammar``
     max_grammar_bytes: int = 128 * 1024
     #: ``tools`` and the bytes of their JSON
