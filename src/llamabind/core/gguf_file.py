@@ -118,6 +118,26 @@ class GGUFTensorInfo:
         return n
 
 
+_U64 = struct.Struct("<Q")
+
+
+def _walk_strings(buf: Any, pos: int, n: int, out: list[bytes] | None) -> int:
+    """Step over ``n`` length-prefixed strings from ``pos`` (appending them to ``out`` when given);
+    the position after them. One tight loop: vocabularies hold 10^5 strings."""
+    size = len(buf)
+    unpack = _U64.unpack_from
+    append = out.append if out is not None else None
+    for _ in range(n):
+        (k,) = unpack(buf, pos)
+        pos += 8
+        if k > size - pos:
+            raise ValueError("string length past the end of the file")
+        if append is not None:
+            append(bytes(buf[pos : pos + k]))
+        pos += k
+    return pos
+
+
 class _Cursor:
     def __init__(self, buf: Any, pos: int = 0) -> None:
         self.buf = buf
@@ -141,12 +161,7 @@ class _Cursor:
 
     def skip_array(self, sub: int, n: int) -> None:
         if sub == VT_STRING:
-            size = len(self.buf)
-            for _ in range(n):
-                k = self.unpack("<Q")
-                if k > size - self.pos:
-                    raise ValueError("string length past the end of the file")
-                self.pos += k
+            self.pos = _walk_strings(self.buf, self.pos, n, None)
         elif sub in _SCALAR:
             width = struct.calcsize(_SCALAR[sub])
             if n * width > len(self.buf) - self.pos:
@@ -158,7 +173,9 @@ class _Cursor:
     def items(self, arr: GGUFArray) -> list[Any]:
         self.pos = arr.pos
         if arr.sub_type == VT_STRING:
-            return [self.raw_string() for _ in range(arr.length)]
+            out: list[bytes] = []
+            self.pos = _walk_strings(self.buf, self.pos, arr.length, out)
+            return out
         fmt = _SCALAR[arr.sub_type]
         width = struct.calcsize(fmt)
         out = [struct.unpack_from(fmt, self.buf, self.pos + i * width)[0] for i in range(arr.length)]
