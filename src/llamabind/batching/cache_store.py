@@ -62,6 +62,7 @@ class PromptStore:
         ram = default_cache_ram_bytes() if config.cache_ram_bytes is None else config.cache_ram_bytes
         self.ram = HostPromptCache(ram) if ram > 0 else None
         self._identity: dict[str, Any] | None = None
+        self._ns: str | None = None  # the namespace the slots' KV was computed under
         self._type_kv = (config.type_k, config.type_v)
         self.disk: DiskPromptCache | None = None
         if config.cache_disk_dir:
@@ -116,13 +117,29 @@ class PromptStore:
                 best = CacheHit(dentry, n)
         return best
 
-    def save(self, slot: Slot, keep: int) -> None:
+    def sync_namespace(self, slots: list[Slot]) -> None:
+        """When the context's adapters changed, the idle slots' KV was computed under the old ones:
+        save it under the old namespace and empty the slots (nothing is reused across adapters)."""
+        ns = self.namespace
+        if self._ns is None or ns == self._ns:
+            self._ns = ns
+            return
+        old, self._ns = self._ns, ns
+        for s in slots:
+            if s.state == "idle" and s.cached:  # (a slot being claimed is still idle)
+                self.save(s, 0, namespace=old)
+                self.ctx.memory.remove(s.id, -1, -1)
+                s.cached = []
+                if s.drafter is not None:
+                    s.drafter.reset()
+
+    def save(self, slot: Slot, keep: int, *, namespace: str | None = None) -> None:
         """``slot``'s KV is about to shrink to ``keep`` tokens: keep its state in the caches first
         (unless what goes is too small to be worth it or a cache already holds it)."""
         tokens = slot.cached
         if not self.enabled or len(tokens) - keep < self.min_tokens or len(tokens) < self.min_tokens:
             return
-        ns = self.namespace
+        ns = self.namespace if namespace is None else namespace
         to_ram = self.ram is not None and not self.ram.covers(ns, tokens)
         to_disk = self.disk is not None and not self.disk.covers(ns, tokens)
         if not (to_ram or to_disk):

@@ -151,7 +151,8 @@ def read_tokens(path: Path, identity: dict[str, Any]) -> tuple[list[int], str]:
         _check_identity(header, identity, path)
         n = header["n_tokens"]
         raw = f.read(8 * n)
-    if len(raw) != 8 * n or path.stat().st_size < f.tell() + header["n_data"]:
+        end = f.tell() + header["n_data"]
+    if len(raw) != 8 * n or path.stat().st_size != end:
         raise StateError(f"{path.name} is truncated")
     return np.frombuffer(raw, dtype="<i8").tolist(), header["namespace"]
 

@@ -227,13 +227,13 @@ class HostPromptCache:
         if not tokens or len(data) > self.max_bytes:
             return None
         entry = CacheEntry(tuple(tokens), data, namespace)
-        trie = self._tries.setdefault(namespace, TokenTrie())
-        for old in trie.prefixes(entry.tokens):
+        trie = self._tries.get(namespace)
+        for old in trie.prefixes(entry.tokens) if trie is not None else ():
             self.remove(old)
         while self._lru and self.used_bytes + entry.nbytes > self.max_bytes:
             self.remove(next(iter(self._lru.values())))
             self.evictions += 1
-        trie.insert(entry.tokens, entry)
+        self._tries.setdefault(namespace, TokenTrie()).insert(entry.tokens, entry)
         self._lru[entry.id] = entry
         self.used_bytes += entry.nbytes
         return entry

@@ -107,6 +107,8 @@ class PrefixCache:
         MediaPrompt) is kept whole or not at all. What the slot held is saved to the prompt cache
         before it is overwritten.
         """
+        if self.store is not None:
+            self.store.sync_namespace(list(self.slots))
         keep = common_prefix(slot.cached, prompt) if cache_prompt else 0
         if max_keep is not None:
             keep = min(keep, max_keep)
