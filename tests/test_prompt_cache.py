@@ -59,7 +59,9 @@ def test_trie_longest_prefix_matches_a_scan_through_inserts_and_removals() -> No
             assert trie.get(k) is None
         else:
             base = list(rng.choice(keys)) if keys and rng.random() < 0.7 else []
-            k = tuple(base[: rng.randrange(len(base) + 1)] + [rng.randrange(4) for _ in range(rng.randrange(1, 6))])
+            k = tuple(
+                base[: rng.randrange(len(base) + 1)] + [rng.randrange(4) for _ in range(rng.randrange(1, 6))]
+            )
             if k not in keys:
                 assert trie.insert(k, k) is None
                 keys.append(k)
@@ -74,7 +76,7 @@ def test_trie_longest_prefix_matches_a_scan_through_inserts_and_removals() -> No
             assert value is None
     for k in keys:
         assert trie.get(k) == k
-        assert k in trie.prefixes(list(k) + [9])
+        assert k in trie.prefixes([*k, 9])
 
 
 def test_trie_prefers_the_shortest_entry_and_lists_prefixes() -> None:

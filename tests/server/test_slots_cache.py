@@ -67,7 +67,10 @@ def test_slot_save_restore_erase_and_bad_names(
     again = _complete(http, prompt)
     assert again["choices"] == first["choices"]  # type: ignore[comparison-overlap]
     usage = again["usage"]
-    assert isinstance(usage, dict) and usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+    assert (
+        isinstance(usage, dict)
+        and usage["prompt_tokens_details"]["cached_tokens"] == usage["prompt_tokens"] - 1
+    )
     # names only, inside the directory
     for bad in ["../escape.bin", "a/b.bin", ".hidden", "..", "x\\y", ""]:
         r = http.post("/slots/0?action=save", json={"filename": bad})
