@@ -84,7 +84,9 @@ def _start(cmd: list[str], base: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("the server did not start")
 
 
-def _chat(http: httpx.Client, messages: list[dict[str, str]], max_tokens: int) -> tuple[float, str, dict[str, Any]]:
+def _chat(
+    http: httpx.Client, messages: list[dict[str, str]], max_tokens: int
+) -> tuple[float, str, dict[str, Any]]:
     """One streamed greedy chat turn: (TTFT seconds, reply text, usage)."""
     body = {
         "model": "m",
@@ -118,7 +120,9 @@ def rotation(args: argparse.Namespace, cmd: list[str], base: str, label: str) ->
     proc = _start(cmd, base)
     try:
         with httpx.Client(base_url=base, timeout=1800) as http:
-            convs = [[{"role": "user", "content": history(i, args.history)}] for i in range(args.conversations)]
+            convs = [
+                [{"role": "user", "content": history(i, args.history)}] for i in range(args.conversations)
+            ]
             first, follow, cached, prompt_tokens = [], [], [], []
             for msgs in convs:
                 ttft, reply, usage = _chat(http, msgs, args.max_tokens)
@@ -198,7 +202,9 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=16, help="tokens per reply")
     ap.add_argument("--ctx-per-slot", type=int, default=4096)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--cache-ram", type=int, default=-1, help="MiB for --cache-ram (-1: the server's default)")
+    ap.add_argument(
+        "--cache-ram", type=int, default=-1, help="MiB for --cache-ram (-1: the server's default)"
+    )
     ap.add_argument("--sizes", default="1024,4096,16384", help="restore-vs-decode sizes ('' to skip)")
     ap.add_argument("--no-server", action="store_true", help="skip the rotating-conversations run")
     ap.add_argument("--llama-server", metavar="PATH", help="also run the workload against llama-server")
