@@ -46,6 +46,7 @@ __all__ = [
     "QueueFullError",
     "RpcError",
     "SchemaError",
+    "SlotActionError",
     "StateError",
     "TemplateError",
     "TokenizeError",
@@ -142,6 +143,20 @@ class ContextOverflowError(LlamabindError, ValueError):
 
 class StateError(LlamabindError):
     """Saving or loading a context/sequence state failed."""
+
+
+class SlotActionError(StateError):
+    """A refused slot save / restore / erase (``POST /slots/{id}``): a bad file name (400), an
+    unknown slot or file (404), a busy slot (409), no ``--slot-save-path`` (501)."""
+
+    http_status = 400
+    error_code = "invalid_slot_action"
+    default_param = "filename"
+
+    def __init__(self, message: str, *, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+        self.http_status = status
 
 
 class LoraError(LlamabindError):

@@ -37,6 +37,14 @@ class SchedulerConfig:
     spec_p_min: float = 0.0  # draft/MTP: stop a draft at a token less probable than this
     spec_ngram_min: int = 2
     spec_ngram_max: int = 4
+    # the prompt cache (``prompt_cache``, ``disk_cache``): sequence states of conversations that
+    # lost their slot, restored when they return. Host memory: None = 8192 MiB like llama-server
+    # but at most half the memory available at start; 0 = off. Bytes held never exceed it.
+    cache_ram_bytes: int | None = None
+    cache_disk_dir: str | None = None  # persistent prompt cache (survives restarts); None: off
+    cache_disk_max_bytes: int = 10240 << 20
+    prompt_cache_min: int = 32  # fewest tokens worth saving, and the least a restore must gain
+    slot_save_path: str | None = None  # directory of POST /slots/{id}?action=save|restore files
 
     def context_params(self) -> ContextParams:
         return ContextParams(
@@ -73,6 +81,18 @@ class SchedulerStats:
     spec_rounds_total: int = 0  # slot-steps that verified a non-empty draft
     spec_drafted_total: int = 0  # tokens proposed by drafters
     spec_accepted_total: int = 0  # proposed tokens the target kept
+    prompt_cache_hits_total: int = 0  # prompts that got a cached state restored
+    prompt_cache_disk_hits_total: int = 0  # … of them from the disk cache
+    prompt_cache_misses_total: int = 0  # prompt-cache lookups that restored nothing
+    prompt_cache_restored_tokens_total: int = 0
+    prompt_cache_restore_seconds_total: float = 0.0
+    prompt_cache_saved_total: int = 0  # states saved to host memory
+    prompt_cache_evictions_total: int = 0  # host-memory entries evicted for room
+    prompt_cache_bytes: int = 0  # host memory held by states
+    prompt_cache_entries: int = 0
+    prompt_cache_disk_bytes: int = 0
+    prompt_cache_disk_entries: int = 0
+    prompt_cache_disk_evictions_total: int = 0
 
     def count_decode(self, seconds: float, n_prompt: int, n_total: int) -> None:
         """One decode of ``n_total`` batch entries, ``n_prompt`` of them prompt tokens."""

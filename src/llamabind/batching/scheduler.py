@@ -3,7 +3,8 @@
 Every step is one ``llama_decode`` of one batch holding the next token of every generating slot
 plus prompt chunks of slots in prefill (up to ``prefill_chunk`` prompt tokens per step, so
 running streams keep flowing while a long prompt is read). New requests join at the next step.
-Which slot a request gets and what of its KV cache it reuses: :mod:`.slots`. Speculative
+Which slot a request gets and what of its KV cache it reuses: :mod:`.slots`; states of slots
+overwritten by other conversations, restored when they return: :mod:`.cache_store`. Speculative
 decoding (``SchedulerConfig.spec``): :mod:`.speculation`. What a sampled token means for the
 client (text, stop strings, limits): :class:`~llamabind.generation.output.OutputStream`.
 """
@@ -18,12 +19,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..core import Batch, Context, Model
-from ..errors import ContextOverflowError, GrammarError, LlamabindError, NoKvSlotError, QueueFullError
+from ..errors import (
+    ContextOverflowError,
+    GrammarError,
+    LlamabindError,
+    NoKvSlotError,
+    QueueFullError,
+    SlotActionError,
+)
 from ..generation.logprobs import TokenLogprob, token_logprobs
 from ..generation.output import OutputStream
+from .cache_store import PromptStore
 from .config import SchedulerConfig, SchedulerStats, SlotInfo
 from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage
-from .slots import PrefixCache, Slot
+from .slots import PrefixCache, Slot, slot_infos
 from .speculation import SPEC_KINDS, SlotSpeculation
 
 __all__ = ["QueueFullError", "Scheduler", "SchedulerConfig", "SchedulerStats", "SlotInfo"]
@@ -69,10 +78,11 @@ class Scheduler:
         self.stats = SchedulerStats()
         try:
             self._spec = SlotSpeculation(model, self.ctx, cfg, self.slots, self.stats, draft_model)
+            self._store = PromptStore(model, self.ctx, cfg, self.stats)
         except BaseException:
             self.ctx.close()
             raise
-        self._cache = PrefixCache(self.ctx, self.slots, cfg)
+        self._cache = PrefixCache(self.ctx, self.slots, cfg, self._store)
         # prompt tokens decoded per step: starts at config.prefill_chunk, halved (here, never in
         # the caller's config) when the KV cache runs full
         self.prefill_chunk = cfg.prefill_chunk
@@ -138,20 +148,14 @@ class Scheduler:
         return sum(1 for s in self.slots if s.req is not None)
 
     def slot_info(self) -> list[SlotInfo]:
-        out = []
-        for s in self.slots:
-            req = s.req
-            out.append(
-                SlotInfo(
-                    id=s.id,
-                    state=s.state,
-                    request_id=req.id if req is not None else None,
-                    n_cached=len(s.cached),
-                    n_prompt=len(s.prompt) if req is not None else 0,
-                    n_generated=s.n_generated if req is not None else 0,
-                )
-            )
-        return out
+        return slot_infos(self.slots)
+
+    def slot_action(self, slot_id: int, action: str, filename: str | None = None) -> dict[str, Any]:
+        """``POST /slots/{id}?action=save|restore|erase``: runs in the engine between two steps."""
+        if not 0 <= slot_id < len(self.slots):
+            raise SlotActionError(f"no slot {slot_id} (there are {len(self.slots)})", status=404)
+        slot = self.slots[slot_id]
+        return self.run_in_engine(lambda: self._store.slot_action(slot, action, filename))
 
     @property
     def kv_used_cells(self) -> int:
@@ -173,6 +177,7 @@ class Scheduler:
             for s in self.slots:
                 if s.sampler is not None:
                     s.sampler.close()
+            self._store.close(self.slots)  # the slots' states go to the disk cache (if any)
             self._spec.close()
             self.ctx.close()
 

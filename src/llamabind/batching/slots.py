@@ -3,7 +3,8 @@
 Each slot (one sequence of the shared context) keeps its KV cache between requests. A new
 request goes to the idle slot whose cache shares the longest prefix with its prompt (the least
 recently used among equals); a longer prefix held by *another* slot is shared into it with
-``memory.copy``, so a repeated system prompt is decoded once.
+``memory.copy``, so a repeated system prompt is decoded once; a longer one held by the prompt
+cache (:mod:`.cache_store`: states of conversations that lost their slot) is restored into it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from ..core import Context, Sampler
 from ..generation.draft import Draft, Drafter
 from ..generation.generator import common_prefix
 from ..generation.output import OutputStream
-from .config import SchedulerConfig
+from .cache_store import PromptStore
+from .config import SchedulerConfig, SlotInfo
 from .request import GenRequest
 
-__all__ = ["PrefixCache", "Slot"]
+__all__ = ["PrefixCache", "Slot", "slot_infos"]
 
 
 @dataclass(eq=False)
@@ -50,13 +52,34 @@ class Slot:
         return self.out.n_generated if self.out is not None else 0
 
 
+def slot_infos(slots: Sequence[Slot]) -> list[SlotInfo]:
+    """A snapshot of each slot for /slots."""
+    out = []
+    for s in slots:
+        req = s.req
+        out.append(
+            SlotInfo(
+                id=s.id,
+                state=s.state,
+                request_id=req.id if req is not None else None,
+                n_cached=len(s.cached),
+                n_prompt=len(s.prompt) if req is not None else 0,
+                n_generated=s.n_generated if req is not None else 0,
+            )
+        )
+    return out
+
+
 class PrefixCache:
     """The slots' KV caches seen as one prefix cache over ``ctx``."""
 
-    def __init__(self, ctx: Context, slots: Sequence[Slot], config: SchedulerConfig) -> None:
+    def __init__(
+        self, ctx: Context, slots: Sequence[Slot], config: SchedulerConfig, store: PromptStore | None = None
+    ) -> None:
         self.ctx = ctx
         self.slots = slots
         self.config = config
+        self.store = store
 
     @property
     def used_cells(self) -> int:
@@ -79,13 +102,19 @@ class PrefixCache:
         """Make ``slot``'s KV hold the longest reusable prefix of ``prompt``; how many tokens it kept.
 
         At most ``max_keep`` tokens of the slot's own cache are kept; ``share`` lets a longer
-        prefix come from another slot. The last prompt token is always left to decode (its logits
-        are needed) and a media chunk (``media``: a MediaPrompt) is kept whole or not at all.
+        prefix come from another slot or the prompt cache (``store``). The last prompt token is
+        always left to decode (its logits are needed) and a media chunk (``media``: a
+        MediaPrompt) is kept whole or not at all. What the slot held is saved to the prompt cache
+        before it is overwritten.
         """
+        if self.store is not None:
+            self.store.sync_namespace(list(self.slots))
         keep = common_prefix(slot.cached, prompt) if cache_prompt else 0
         if max_keep is not None:
             keep = min(keep, max_keep)
         donor, donor_keep = None, keep
+        store = self.store if self.store is not None and self.store.enabled else None
+        hit = None
         if cache_prompt and share:
             for other in self.slots:
                 if other is slot:
@@ -93,16 +122,25 @@ class PrefixCache:
                 k = common_prefix(other.cached, prompt)
                 if k > donor_keep and k >= self.config.cache_reuse_min:
                     donor, donor_keep = other, k
-        if keep == len(prompt) or donor_keep == len(prompt):
-            keep = min(keep, len(prompt) - 1)
-            donor_keep = min(donor_keep, len(prompt) - 1)
+            hit = store.lookup(prompt) if store is not None else None
+        last = len(prompt) - 1
+        keep, donor_keep = min(keep, last), min(donor_keep, last)
+        hit_keep = min(hit.n, last) if hit is not None else 0
         if media is not None:  # a media chunk is reused whole or decoded again whole
             keep = media.safe_prefix(keep)
             donor_keep = media.safe_prefix(donor_keep)
+            hit_keep = media.safe_prefix(hit_keep)
             if donor_keep <= keep:
                 donor = None
+        if store is not None and cache_prompt and share:
+            if hit is not None and hit_keep >= max(keep, donor_keep) + store.min_tokens:
+                store.save(slot, 0)
+                return store.restore(hit, slot, hit_keep)
+            store.stats.prompt_cache_misses_total += 1
         mem = self.ctx.memory
         if donor is not None and donor_keep > keep:
+            if store is not None:
+                store.save(slot, 0)
             mem.remove(slot.id, -1, -1)
             if self.config.kv_unified:
                 mem.copy(donor.id, slot.id, 0, donor_keep)
@@ -112,6 +150,8 @@ class PrefixCache:
             slot.cached = prompt[:donor_keep]
             keep = donor_keep
         elif keep < len(slot.cached):
+            if store is not None:
+                store.save(slot, keep)
             if not mem.remove(slot.id, keep, -1):
                 mem.remove(slot.id, -1, -1)
                 keep = 0
@@ -130,6 +170,8 @@ class PrefixCache:
         evicted = False
         for s in self.slots:
             if s.req is None and s.cached:
+                if self.store is not None:
+                    self.store.save(s, 0)
                 self.drop(s)
                 evicted = True
         return evicted

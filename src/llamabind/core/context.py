@@ -370,6 +370,11 @@ class Context(NativeOwner):
         for a, _ in adapters:
             a._applied.add(self)  # closing an applied adapter detaches it from this context first
 
+    @property
+    def loras(self) -> list[tuple[Any, float]]:
+        """The applied LoRA adapters ``[(LoraAdapter, scale), …]`` (a copy)."""
+        return list(getattr(self, "_loras", []))
+
     def set_control_vector(
         self, data: npt.NDArray[np.float32] | None, layer_start: int = 1, layer_end: int | None = None
     ) -> None:

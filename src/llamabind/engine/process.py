@@ -211,6 +211,11 @@ class EngineProcess:
         out: tuple[list[Any], int] = self._call("rerank", query, documents)
         return out
 
+    def slot_action(self, slot_id: int, action: str, filename: str | None = None) -> dict[str, Any]:
+        """:meth:`Scheduler.slot_action` in the engine process (save/restore/erase a slot's KV)."""
+        out: dict[str, Any] = self._call("slot_action", slot_id, action, filename)
+        return out
+
     @property
     def stats(self) -> SchedulerStats:
         """Counters over every engine this object ran (they survive restarts)."""

@@ -220,6 +220,8 @@ class _Engine:
                     value: Any = self.scheduler.run_in_engine(lambda: self.jobs.embed_tokens(m.args[0]))
                 elif m.name == "rerank":
                     value = self.scheduler.run_in_engine(lambda: self.jobs.rerank(m.args[0], m.args[1]))
+                elif m.name == "slot_action":  # runs its own job in the engine thread
+                    value = self.scheduler.slot_action(*m.args)
                 else:
                     raise ValueError(f"unknown engine call {m.name!r}")
             except BaseException as exc:

@@ -53,6 +53,42 @@ class _SchedulerCollector:
         yield counter("draft_tokens", "speculative tokens drafted", st.spec_drafted_total)
         yield counter("draft_tokens_accepted", "speculative drafted tokens accepted", st.spec_accepted_total)
         yield counter("draft_rounds", "speculative verification rounds", st.spec_rounds_total)
+        yield counter(
+            "prompt_cache_hits", "prompts that got a cached state restored", st.prompt_cache_hits_total
+        )
+        yield counter(
+            "prompt_cache_disk_hits", "prompt cache hits served from disk", st.prompt_cache_disk_hits_total
+        )
+        yield counter(
+            "prompt_cache_misses", "prompt cache lookups that restored nothing", st.prompt_cache_misses_total
+        )
+        yield counter(
+            "prompt_cache_restored_tokens",
+            "prompt tokens restored from the prompt cache",
+            st.prompt_cache_restored_tokens_total,
+        )
+        yield counter(
+            "prompt_cache_restore_seconds",
+            "time spent restoring cached states",
+            st.prompt_cache_restore_seconds_total,
+        )
+        yield counter(
+            "prompt_cache_saves", "states saved to the host-memory cache", st.prompt_cache_saved_total
+        )
+        yield counter(
+            "prompt_cache_evictions", "host-memory cache entries evicted", st.prompt_cache_evictions_total
+        )
+        yield counter(
+            "prompt_cache_disk_evictions", "disk cache entries evicted", st.prompt_cache_disk_evictions_total
+        )
+        yield gauge("prompt_cache_bytes", "host memory held by the prompt cache", st.prompt_cache_bytes)
+        yield gauge(
+            "prompt_cache_entries", "entries in the host-memory prompt cache", st.prompt_cache_entries
+        )
+        yield gauge("prompt_cache_disk_bytes", "bytes of the disk prompt cache", st.prompt_cache_disk_bytes)
+        yield gauge(
+            "prompt_cache_disk_entries", "entries in the disk prompt cache", st.prompt_cache_disk_entries
+        )
         pt = st.prompt_tokens_total / st.prompt_seconds_total if st.prompt_seconds_total > 0 else 0.0
         gt = (
             st.generated_tokens_total / st.generation_seconds_total

@@ -138,6 +138,34 @@ def register(sub: Any) -> None:
     g.add_argument(
         "--log-level", default="warning", choices=["critical", "error", "warning", "info", "debug"]
     )
+    pc = p.add_argument_group("prompt cache (conversations that lost their slot skip their prefill)")
+    pc.add_argument(
+        "--cache-ram",
+        type=int,
+        default=-1,
+        metavar="MiB",
+        help="host memory for saved slot states (-1: 8192 MiB but at most half the available memory; 0: off)",
+    )
+    pc.add_argument(
+        "--cache-disk",
+        metavar="DIR",
+        default=None,
+        help="persistent prompt cache directory: states survive restarts (a long system prompt is "
+        "decoded once per deployment)",
+    )
+    pc.add_argument(
+        "--cache-disk-max",
+        type=positive_int,
+        default=10240,
+        metavar="MiB",
+        help="size bound of --cache-disk (default 10240 MiB; least recently used files go)",
+    )
+    pc.add_argument(
+        "--slot-save-path",
+        metavar="DIR",
+        default=None,
+        help="directory for POST /slots/{id}?action=save|restore (file names only)",
+    )
     sp = p.add_argument_group("speculative decoding (per slot; greedy output unchanged)")
     sp.add_argument(
         "--spec",
@@ -267,6 +295,10 @@ def build_config(args: argparse.Namespace) -> Any:
         type_v=str(cp.type_v),
         attn_rotation=cp.attn_rotation,
         flash_attn=str(cp.flash_attn),
+        cache_ram_bytes=None if args.cache_ram < 0 else args.cache_ram << 20,
+        cache_disk_dir=str(Path(args.cache_disk).expanduser()) if args.cache_disk else None,
+        cache_disk_max_bytes=args.cache_disk_max << 20,
+        slot_save_path=str(Path(args.slot_save_path).expanduser()) if args.slot_save_path else None,
     )
     return ServerConfig(
         model_alias=args.model_alias,

@@ -1,18 +1,20 @@
-"""``GET /health`` (no authentication), ``/v1/models``, ``/metrics`` and ``/slots``."""
+"""``GET /health`` (no authentication), ``/v1/models``, ``/metrics``, ``/slots`` and
+``POST /slots/{id}?action=save|restore|erase``."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ..common import Holder
-from ..errors import error_body
+from ..errors import APIError, error_body, error_from_exception
 from ..state import ServerState
 
-__all__ = ["models_list", "router", "slots_list"]
+__all__ = ["models_list", "router", "slot_action", "slots_list"]
 
 
 def models_list(state: ServerState) -> dict[str, Any]:
@@ -57,6 +59,27 @@ def slots_list(state: ServerState) -> list[dict[str, Any]]:
     ]
 
 
+async def slot_action(state: ServerState, slot_id: int, action: str, raw: bytes) -> dict[str, Any]:
+    """Save / restore a slot's KV to / from a file of ``--slot-save-path``, or erase it; the body
+    is ``{"filename": NAME}`` (a plain name: no path)."""
+    filename = None
+    if action in ("save", "restore"):
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            raise APIError(400, 'the body must be JSON: {"filename": NAME}', param="filename") from None
+        filename = body.get("filename") if isinstance(body, dict) else None
+        if not isinstance(filename, str) or not filename:
+            raise APIError(400, "filename is required", param="filename")
+    try:
+        result: dict[str, Any] = await run_in_threadpool(
+            state.scheduler.slot_action, slot_id, action, filename
+        )
+    except Exception as exc:
+        raise error_from_exception(exc) from None
+    return result
+
+
 def router(holder: Holder) -> APIRouter:
     r = APIRouter()
 
@@ -87,5 +110,9 @@ def router(holder: Holder) -> APIRouter:
     @r.get("/slots")
     async def slots() -> JSONResponse:
         return JSONResponse(slots_list(holder.get()))
+
+    @r.post("/slots/{slot_id}")
+    async def slots_action(slot_id: int, request: Request, action: str = "") -> JSONResponse:
+        return JSONResponse(await slot_action(holder.get(), slot_id, action, await request.body()))
 
     return r
