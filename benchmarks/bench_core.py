@@ -40,6 +40,9 @@ def _ints(text: str) -> list[int]:
 def _lcp_model(path: str, n_ctx: int, n_batch: int, n_ubatch: int, threads: int, flash_attn: bool) -> Any:
     from llama_cpp import Llama
 
+    import lcp_kernels
+
+    exec(lcp_kernels.source(), {})  # the same CPU kernels as llamabind (no AMX repacking on AMX builds)
     return Llama(
         model_path=path,
         n_ctx=n_ctx,

@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     args = ap.parse_args()
 
+    import lcp_kernels
     import llamabind
 
     model = str(llamabind.default_model_path())
@@ -79,7 +80,16 @@ def main() -> None:
             ),
             (
                 f"llama-cpp-python Llama (max_tokens {n}, {t} threads)",
-                [sys.executable, "-c", LLAMA_CPP_SCRIPT, model, t, n, str(N_CTX), PROMPT],
+                [
+                    sys.executable,
+                    "-c",
+                    lcp_kernels.source() + LLAMA_CPP_SCRIPT,
+                    model,
+                    t,
+                    n,
+                    str(N_CTX),
+                    PROMPT,
+                ],
             ),
         ),
     }
