@@ -13,14 +13,13 @@ from llamabind.batching import (
     ErrorEvent,
     GenRequest,
     Scheduler,
-    SchedulerConfig,
     TokenEvent,
     speculation,
 )
 from llamabind.errors import NoKvSlotError
-from llamabind.generation.sampling import SamplingParams
+from tests.helpers.core import GREEDY
+from tests.helpers.core import scheduler_config as _config
 
-GREEDY = SamplingParams(temperature=0.0)
 PROMPT = (
     "<|im_start|>user\n"
     + "Count the words in this sentence, slowly and carefully. " * 6
@@ -49,12 +48,6 @@ class _Collector:
         elif isinstance(ev, ErrorEvent):
             self.error = ev.error
             self.done.set()
-
-
-def _config(**kw: Any) -> SchedulerConfig:
-    base: dict[str, Any] = {"parallel": 2, "ctx_per_slot": 512, "n_batch": 256, "n_threads": 1}
-    base.update(kw)
-    return SchedulerConfig(**base)
 
 
 def _generate(sch: Scheduler, model: lb.Model, n: int, prompt: str = PROMPT, **kw: Any) -> _Collector:

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 import llamabind as lb
-from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, SchedulerConfig, TokenEvent
-from llamabind.generation.sampling import SamplingParams
+from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, TokenEvent
+from tests.helpers.core import GREEDY
+from tests.helpers.core import scheduler_config as _config
 from tests.helpers.fixtures_mtp import build_tiny_glm4moe_mtp
 
-GREEDY = SamplingParams(temperature=0.0)
 PROMPTS = [
     "<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sat on the log.<|im_end|>\n"
     "<|im_start|>assistant\n",
@@ -41,12 +41,6 @@ class _Collector:
         elif isinstance(ev, ErrorEvent):
             self.error = ev.error
             self.done.set()
-
-
-def _config(**kw: object) -> SchedulerConfig:
-    base: dict[str, object] = {"parallel": 2, "ctx_per_slot": 512, "n_batch": 256, "n_threads": 1}
-    base.update(kw)
-    return SchedulerConfig(**base)  # type: ignore[arg-type]
 
 
 def _one_by_one(sch: Scheduler, model: lb.Model, prompts: Sequence[str], n: int) -> list[list[int]]:

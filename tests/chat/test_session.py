@@ -21,10 +21,9 @@ from llamabind.chat import (
     response_format_grammar,
 )
 from llamabind.generation.generator import Generator
-from llamabind.generation.sampling import SamplingParams
 from llamabind.server.openai_format import openai_message
+from tests.helpers.core import GREEDY
 
-GREEDY = SamplingParams(temperature=0.0)
 WEATHER = {
     "type": "function",
     "function": {

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers.fixtures_gguf import build_f16_smollm2, build_minilm_gguf, minilm_reference
+from tests.helpers.fixtures_gguf import build_minilm_gguf, minilm_reference
 
 
 def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -29,11 +29,6 @@ def cli(*args: str, stdin: str | None = None, timeout: float = 120) -> subproces
 @pytest.fixture(scope="module")
 def minilm(fixture_dir: Path) -> Path:
     return build_minilm_gguf(fixture_dir)
-
-
-@pytest.fixture(scope="module")
-def f16(fixture_dir: Path) -> Path:
-    return build_f16_smollm2(fixture_dir)
 
 
 # ------------------------------------------------------------------ embed

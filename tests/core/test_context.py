@@ -11,17 +11,9 @@ import numpy as np
 import pytest
 
 import llamabind as lb
-from tests.helpers.core import PROMPT, THREADS, generate, greedy, prefill
+from tests.helpers.core import N_VOCAB, PROMPT, THREADS, generate, greedy, prefill
 
-N_VOCAB = 49152
 N_GEN = 32
-
-
-@pytest.fixture()
-def ctx(model: lb.Model) -> Iterator[lb.Context]:
-    """Like conftest's ``ctx`` but single-threaded (fast and steady on the shared 2-core machine)."""
-    with lb.Context(model, n_ctx=1024, n_batch=512, n_threads=THREADS) as c:
-        yield c
 
 
 # ------------------------------------------------------------------ the reference test

@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 
 import llamabind as lb
-from tests.helpers.core import THREADS, generate, prefill, run_json
+from tests.helpers.core import N_VOCAB, THREADS, generate, prefill, run_json
 
 PROMPT = "The capital of France is"
 STEPS = 16
-N_VOCAB = 49152
 PARIS = 7042  # " Paris"
 LOWER = r"[ a-z]+"  # what the grammar cases allow
 

@@ -8,9 +8,9 @@ import pytest
 
 import llamabind as lb
 from llamabind.core.vocab import TokenAttr
+from tests.helpers.core import N_VOCAB
 
 MULTIBYTE = "Café 🦙 naïve 日本語のテキスト 😀👍🏽 Ω≈ç√ 🇫🇷 Ελληνικά, русский, ✓"
-N_VOCAB = 49152
 OUT_OF_RANGE = (-1, N_VOCAB, N_VOCAB + 1000, -(2**31))
 
 

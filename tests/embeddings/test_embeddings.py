@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,18 +10,10 @@ import pytest
 
 import llamabind as lb
 from llamabind.embeddings import Embedder, EmbeddingError, cosine_similarity, embed, rerank
+from tests.helpers.core import THREADS
 from tests.helpers.fixtures_gguf import build_minilm_gguf, build_minilm_reranker, minilm_reference
 
-THREADS = 1  # the test machine is shared: one thread avoids spin-wait contention
-
-
-@pytest.fixture(autouse=True)
-def _quiet_native() -> Iterator[None]:
-    log = logging.getLogger("llamabind.native")
-    old = log.level
-    log.setLevel(logging.ERROR)
-    yield
-    log.setLevel(old)
+pytestmark = pytest.mark.usefixtures("quiet_native")
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,7 @@ from llamabind.batching import (
     TokenEvent,
 )
 from llamabind.errors import ContextOverflowError, EngineCrashedError
-from llamabind.generation.sampling import SamplingParams
-
-GREEDY = SamplingParams(temperature=0.0)
+from tests.helpers.core import GREEDY
 
 
 class _Collector:

@@ -11,9 +11,8 @@ import pytest
 
 import llamabind as lb
 from llamabind.generation.generator import common_prefix
-from tests.helpers.core import THREADS, prefill
+from tests.helpers.core import GREEDY, THREADS, prefill
 
-GREEDY = lb.SamplingParams(temperature=0.0)
 PROMPT = "The capital of France is"
 # greedy: " Paris.\n\nThe United States has a population of approximately 311 million people.\n\n…"
 N_REF = 40

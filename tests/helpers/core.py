@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import llamabind as lb
+from llamabind.batching import SchedulerConfig
+from llamabind.generation.sampling import SamplingParams
 
 PROMPT = "The capital of France is"
 LONG_PROMPT = (
@@ -22,6 +26,27 @@ LONG_PROMPT = (
     "stories to the children every evening. One of his favourite stories was about"
 )
 THREADS = 1  # one thread: llama.cpp's spinning workers crawl when the 2 shared cores are busy
+GREEDY = SamplingParams(temperature=0.0)
+N_VOCAB = 49152  # SmolLM2's vocabulary
+
+
+def scheduler_config(**kw: Any) -> SchedulerConfig:
+    """A small Scheduler: 2 slots of 512 tokens, n_batch 256, one thread; ``kw`` overrides."""
+    base: dict[str, Any] = {"parallel": 2, "ctx_per_slot": 512, "n_batch": 256, "n_threads": 1}
+    base.update(kw)
+    return SchedulerConfig(**base)
+
+
+@contextmanager
+def native_log_level(level: int) -> Iterator[None]:
+    """Raise the ``llamabind.native`` logger to ``level`` (llama.cpp's chatter) for the block."""
+    log = logging.getLogger("llamabind.native")
+    old = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 def free_port() -> int:

@@ -14,11 +14,8 @@ import pytest
 
 import llamabind as lb
 from llamabind.generation.generator import Generator
-from llamabind.generation.sampling import SamplingParams
 from llamabind.incremental import ChatTurnFormat, IncrementalChat, IncrementalPrefill
-
-GREEDY = SamplingParams(temperature=0.0)
-THREADS = 1
+from tests.helpers.core import GREEDY, THREADS
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,22 +26,12 @@ from llamabind.kvcache import (
     perplexity,
     token_logprobs,
 )
+from tests.helpers.core import LONG_PROMPT as PROMPT
+from tests.helpers.core import THREADS
 
-THREADS = 1  # the test machine is shared: one thread avoids spin-wait contention
 DATA = Path(__file__).resolve().parents[1] / "data"
-PROMPT = (
-    "Once upon a time, in a small village by the sea, there lived an old fisherman who told "
-    "stories to the children every evening. One of his favourite stories was about"
-)
 
-
-@pytest.fixture(autouse=True)
-def _quiet_native() -> Iterator[None]:
-    log = logging.getLogger("llamabind.native")
-    old = log.level
-    log.setLevel(logging.ERROR)
-    yield
-    log.setLevel(old)
+pytestmark = pytest.mark.usefixtures("quiet_native")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import llamabind as lb
 import tests.helpers.fixtures_mtmd as fx
 from llamabind.chat import chat, chat_stream
 from llamabind.errors import ClosedError, UnsupportedError
-from llamabind.generation.sampling import SamplingParams
 from llamabind.multimodal import (
     MediaError,
     MediaGenerator,
@@ -32,8 +31,8 @@ from llamabind.multimodal import (
     projector_info,
 )
 from llamabind.server.files import FileStore
+from tests.helpers.core import GREEDY
 
-GREEDY = SamplingParams(temperature=0.0)
 N_IMG = fx.vision_n_tokens(32, 8)  # 16 image tokens per image
 N_AUD = fx.audio_n_tokens()  # 30 audio tokens per 30 s window
 

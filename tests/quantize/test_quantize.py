@@ -25,24 +25,14 @@ from llamabind.quantize import (
     read_imatrix,
     write_imatrix,
 )
-from tests.helpers.fixtures_gguf import build_f16_smollm2, build_split_smollm2, smollm2_q4_path
-
-THREADS = 1  # shared test machine
-PROMPT = "The capital of France is"
+from tests.helpers.core import PROMPT, THREADS, native_log_level
+from tests.helpers.fixtures_gguf import build_split_smollm2, smollm2_q4_path
 
 
 @pytest.fixture(autouse=True)
 def _quiet_native() -> Iterator[None]:
-    log = logging.getLogger("llamabind.native")
-    old = log.level
-    log.setLevel(logging.CRITICAL)
-    yield
-    log.setLevel(old)
-
-
-@pytest.fixture(scope="module")
-def f16(fixture_dir: Path) -> Path:
-    return build_f16_smollm2(fixture_dir)
+    with native_log_level(logging.CRITICAL):
+        yield
 
 
 @pytest.fixture(scope="module")

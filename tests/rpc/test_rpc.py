@@ -15,12 +15,10 @@ import pytest
 import llamabind as lb
 from llamabind.errors import RpcError
 from llamabind.generation.generator import Generator
-from llamabind.generation.sampling import SamplingParams
 from llamabind.rpc import check_endpoint, is_loopback
-from tests.helpers.core import free_port
+from tests.helpers.core import GREEDY, free_port
 
 PROMPT = "The three primary colors are"
-GREEDY = SamplingParams(temperature=0)
 
 
 def _start_worker(port: int) -> subprocess.Popen[bytes]:

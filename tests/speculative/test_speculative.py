@@ -23,10 +23,8 @@ from llamabind.speculative import (
     rejection_step,
     verify_draft,
 )
+from tests.helpers.core import GREEDY, THREADS
 from tests.helpers.fixtures_mtp import build_tiny_glm4moe_mtp
-
-GREEDY = SamplingParams(temperature=0.0)
-THREADS = 1  # one thread: on 2 shared, busy cores ggml's spinning threads slow down badly
 
 ECHO_PROMPTS = [
     "<|im_start|>user\nRepeat this sentence exactly: the quick brown fox jumps over the lazy dog."
