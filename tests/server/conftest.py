@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import openai
@@ -19,8 +20,8 @@ import uvicorn
 
 import llamabind as lb
 from llamabind.batching import SchedulerConfig
-from llamabind.generation.sampling import SamplingParams
 from llamabind.server import ServerConfig, create_app
+from tests.helpers.core import GREEDY
 
 API_KEY = "sk-llamabind-test"
 ALIAS = "smollm2-test"
@@ -74,9 +75,6 @@ def _serve(model: lb.Model | Callable[[], lb.Model], config: ServerConfig) -> It
         server.should_exit = True
         thread.join(60)
         sock.close()
-
-
-GREEDY = SamplingParams(temperature=0.0)
 
 
 @pytest.fixture(scope="session")
@@ -142,3 +140,18 @@ def strict_server(make_server: Callable[[ServerConfig], RunningServer]) -> Runni
             embeddings_n_ctx=128,
         )
     )
+
+
+@pytest.fixture(scope="module")
+def http(server: RunningServer) -> Iterator[httpx.Client]:
+    """An httpx client of the main server (with its API key)."""
+    with server.http() as h:
+        yield h
+
+
+HI = [{"role": "user", "content": "Hi"}]
+
+
+def chat(http: httpx.Client, **body: Any) -> httpx.Response:
+    """POST a 2-token chat completion of ``HI`` to /v1/chat/completions; ``body`` overrides."""
+    return http.post("/v1/chat/completions", json={"model": ALIAS, "messages": HI, "max_tokens": 2, **body})

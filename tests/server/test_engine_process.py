@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import llamabind as lb
 from llamabind.batching import SchedulerConfig
 from llamabind.engine import EngineProcess
 from llamabind.server import ServerConfig
+from tests.helpers.core import free_port
 
 from .conftest import GREEDY, RunningServer
 
@@ -254,18 +254,12 @@ def test_embeddings_and_slots_through_the_engine_process(model: lb.Model, serve_
 
 
 # ------------------------------------------------------------------------- the command
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture()
 def serve_cmd() -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(*extra: str) -> tuple[subprocess.Popen[bytes], str]:
-        port = _free_port()
+        port = free_port()
         cmd = [sys.executable, "-m", "llamabind", "serve", "--port", str(port), "--parallel", "2"]
         cmd += ["--ctx-size", "2048", "--temp", "0", *extra]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -8,9 +8,8 @@ import httpx
 import openai
 import pytest
 
-from .conftest import ALIAS, RunningServer
-
-MSG = [{"role": "user", "content": "Hi"}]
+from .conftest import ALIAS, RunningServer, chat
+from .conftest import HI as MSG
 
 
 def check_error(
@@ -29,16 +28,6 @@ def check_error(
     if code is not None:
         assert err["code"] == code, err
     return dict(err)
-
-
-@pytest.fixture(scope="module")
-def http(server: RunningServer) -> Any:
-    with server.http() as h:
-        yield h
-
-
-def chat(http: httpx.Client, **body: Any) -> httpx.Response:
-    return http.post("/v1/chat/completions", json={"model": ALIAS, "messages": MSG, "max_tokens": 2, **body})
 
 
 def test_malformed_json(http: httpx.Client) -> None:

@@ -17,21 +17,11 @@ import pytest
 from llamabind.server import ServerConfig
 from llamabind.server.limits import Limits, json_depth
 
-from .conftest import ALIAS, API_KEY, RunningServer
+from .conftest import ALIAS, API_KEY, RunningServer, chat
+from .conftest import HI as MSG
 from .test_errors import check_error
 
-MSG = [{"role": "user", "content": "Hi"}]
 DEEP = 100_000
-
-
-@pytest.fixture(scope="module")
-def http(server: RunningServer) -> Any:
-    with server.http() as h:
-        yield h
-
-
-def chat(http: httpx.Client, **body: Any) -> httpx.Response:
-    return http.post("/v1/chat/completions", json={"model": ALIAS, "messages": MSG, "max_tokens": 2, **body})
 
 
 def complete(http: httpx.Client, **body: Any) -> httpx.Response:

@@ -1,7 +1,7 @@
 """Images through the OpenAI API: data URLs, uploaded file ids, remote URLs (refused), upload
 limits, and a text-only model given an image — all through the `openai` SDK.
 
-The projector is the tiny random-weight LLaVA-style one from tests/fixtures_mtmd.py (16 image
+The projector is the tiny random-weight LLaVA-style one from tests/helpers/fixtures_mtmd.py (16 image
 tokens per image, n_embd 576 like SmolLM2). Tests that need the server's multimodal wiring
 (``ServerConfig.mmproj``, ``/v1/files``) skip until it exists.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import openai
 import pytest
 
-import fixtures_mtmd as fx
+import tests.helpers.fixtures_mtmd as fx
 from llamabind.batching import SchedulerConfig
 from llamabind.server import ServerConfig
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 import llamabind as lb
-from fixtures_gguf import build_minilm_reranker
 from llamabind.batching import SchedulerConfig
 from llamabind.embeddings import rerank
 from llamabind.server import ServerConfig
+from tests.helpers.fixtures_gguf import build_minilm_reranker
 
 from .conftest import ALIAS, RunningServer
 

@@ -16,9 +16,9 @@ import openai
 import pytest
 
 import llamabind as lb
-from helpers_core import free_port
 from llamabind.batching import SchedulerConfig
 from llamabind.server import ServerConfig
+from tests.helpers.core import free_port
 
 from .conftest import GREEDY, RunningServer
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import fixtures_mtmd as fx
+import tests.helpers.fixtures_mtmd as fx
 from llamabind.batching import SchedulerConfig
 from llamabind.server import ServerConfig
 
