@@ -2,8 +2,8 @@
 
     python benchmarks/fuzz.py --minutes 2 [--seed N] [--timeout 30]
 
-Uses the suite's hypothesis strategies (tests/fuzz_cases.py) at scale; every case runs in one
-worker process (tests/fuzz_worker.py) that is restarted after a native crash, so crashes and
+Uses the suite's hypothesis strategies (tests/helpers/fuzz_cases.py) at scale; every case runs in one
+worker process (tests/helpers/fuzz_worker.py) that is restarted after a native crash, so crashes and
 hangs are counted, not fatal. Prints inputs tried, refused, accepted and failures (crash, hang,
 unexpected Python exception), each failure with its case; exits 1 if any were found.
 """
@@ -18,12 +18,11 @@ import time
 from collections import Counter
 from typing import Any
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-
-from hypothesis import HealthCheck, Phase, given, seed, settings
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "helpers"))
 
 from fuzz_cases import cases
 from fuzz_client import FuzzClient
+from hypothesis import HealthCheck, Phase, given, seed, settings
 
 
 class _TimeUp(Exception):

@@ -13,10 +13,10 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import llamabind as lb  # noqa: E402
-from fuzz_cases import cases  # noqa: E402
-from fuzz_client import FuzzClient  # noqa: E402
 from llamabind.core.sampler import MAX_DRY_SEQUENCE_BREAKERS  # noqa: E402
 from llamabind.errors import GrammarError  # noqa: E402
+from tests.helpers.fuzz_cases import cases  # noqa: E402
+from tests.helpers.fuzz_client import FuzzClient  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 import llamabind as lb
-from helpers_core import write_lora
 from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, SchedulerConfig, TokenEvent
 from llamabind.batching.disk_cache import (
     DiskPromptCache,
@@ -24,6 +23,7 @@ from llamabind.batching.prompt_cache import HostPromptCache, TokenTrie, default_
 from llamabind.errors import StateError
 from llamabind.generation.sampling import SamplingParams
 from llamabind.multimodal import media_keys
+from tests.helpers.core import write_lora
 
 GREEDY = SamplingParams(temperature=0.0)
 

@@ -16,8 +16,9 @@ os.environ.setdefault("LLAMABIND_THREADS", "1")
 
 
 def main() -> None:
-    import llamabind as lb
     from fuzz_cases import run_case
+
+    import llamabind as lb
 
     model = lb.Model(os.environ.get("LLAMABIND_FUZZ_MODEL") or lb.default_model_path())
     print(json.dumps({"ready": True}), flush=True)
