@@ -250,6 +250,8 @@ class _ContainerRules(_ScalarRules):
                 extra_hi = p.max_props - n
             if p.min_props > n:
                 extra_lo = p.min_props - n
+                if extra_lo > 1:  # two extra members may repeat a key and count once
+                    self.relax("minProperties", _ptr(p.pointer, "minProperties"))
         elif p.min_props > n:
             raise _Unsatisfiable(_fail("'minProperties' cannot be met", p.pointer))
         if extra_hi == 0:

@@ -339,7 +339,7 @@ class _Converter(_ContainerRules):
                 except SchemaError:
                     pass
         if common <= {"object"}:
-            for n in set(p.required) & set(q.required):
+            for n in set(p.required) | set(q.required):  # present in every value both allow
                 vp, vq = self.const_values(p, n), self.const_values(q, n)
                 if vp is not None and vq is not None and not vp & vq:
                     return True
