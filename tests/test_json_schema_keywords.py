@@ -203,10 +203,20 @@ def test_keywords_are_enforced_exactly(schema: dict[str, Any], good: list[str], 
 
 
 RELAXED: list[tuple[str, Any, str, Any]] = [
-    ("overlapping-one-of", {"oneOf": [{"type": "integer"}, {"type": "number"}]}, "'oneOf' branches 0 and 1", 1),
+    (
+        "overlapping-one-of",
+        {"oneOf": [{"type": "integer"}, {"type": "number"}]},
+        "'oneOf' branches 0 and 1",
+        1,
+    ),
     ("not", {"type": "integer", "not": {"const": 3}}, "'not'", 3),
     ("multiple-of", {"type": "integer", "multipleOf": 5}, "'multipleOf'", 7),
-    ("unique-objects", {"type": "array", "items": {"type": "integer"}, "uniqueItems": True}, "'uniqueItems'", [1, 1]),
+    (
+        "unique-objects",
+        {"type": "array", "items": {"type": "integer"}, "uniqueItems": True},
+        "'uniqueItems'",
+        [1, 1],
+    ),
     ("regex-outside-subset", {"type": "string", "pattern": "\\bword"}, "escape '\\b'", "xword"),
     ("contains", {"type": "array", "contains": {"const": 1}}, "'contains'", [2]),
 ]

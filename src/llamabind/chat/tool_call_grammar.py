@@ -80,7 +80,6 @@ def _chosen_name(tool_choice: Any) -> str | None:
 
 
 _SP = "tc-ws"
-_SP_RULE = f"{_SP} ::= [ \\t\\n\\r]{{0,20}}"
 _WS_RE = "[ \\t\\r\\n]{0,20}"
 
 
@@ -98,7 +97,8 @@ def tool_call_grammar(
     ``{"type": "function", "function": {"name": …}}`` (exactly one call of that function),
     ``"auto"`` (a lazy grammar with trigger patterns: free text until the model starts a call) or
     ``"none"`` (returns None). ``schema_to_gbnf`` converts one schema to a GBNF grammar with a
-    ``root`` rule; it defaults to :func:`llamabind.grammar.json_schema.json_schema_to_gbnf`.
+    ``root`` rule; it defaults to compact JSON with only the named properties
+    (:func:`llamabind.chat.response_format.tool_arguments_gbnf`).
     """
     fmt = ToolCallFormat(fmt)
     if tool_choice is None:
@@ -130,11 +130,15 @@ def tool_call_grammar(
         raise ToolChoiceError(f"unsupported tool_choice {tool_choice!r}", param="tool_choice")
 
     if schema_to_gbnf is None:
-        from ..grammar.json_schema import json_schema_to_gbnf
+        from .response_format import tool_arguments_gbnf
 
-        schema_to_gbnf = json_schema_to_gbnf
+        schema_to_gbnf = tool_arguments_gbnf
 
     args_key = "parameters" if fmt is ToolCallFormat.LLAMA3 else "arguments"
+    # The generic format is JSON the model is only told about: compact, so a small model spends its
+    # tokens on the call. Native formats keep the one space or newline their templates show.
+    sp_rule = f'{_SP} ::= ""' if fmt is ToolCallFormat.GENERIC else f'{_SP} ::= ( " " | "\\n" )?'
+
     rules: list[str] = []
     alternatives: list[str] = []
     for i, (name, schema) in enumerate(functions):
@@ -149,7 +153,7 @@ def tool_call_grammar(
             f'{prefix}root {_SP} "}}"'
         )
     rules.append("tc-call ::= " + " | ".join(alternatives))
-    rules.append(_SP_RULE)
+    rules.append(sp_rule)
 
     if fmt is ToolCallFormat.HERMES:
         one = f"{gbnf_literal(_HERMES_OPEN)} {_SP} tc-call {_SP} {gbnf_literal(_HERMES_CLOSE)}"
