@@ -659,7 +659,11 @@ UNSUPPORTED: list[tuple[Any, str, str]] = [
     ({"type": "integer", "multipleOf": 3}, "'multipleOf'", "#/multipleOf"),
     ({"type": "array", "uniqueItems": True}, "'uniqueItems'", "#/uniqueItems"),
     ({"type": "string", "pattern": "^a+$", "minLength": 2, "maxLength": 1}, "'minLength' is greater", "#"),
-    ({"type": "object", "properties": {"a": {}}, "maxProperties": 1, "required": ["a", "b"]}, "'maxProperties'", "#"),
+    (
+        {"type": "object", "properties": {"a": {}}, "maxProperties": 1, "required": ["a", "b"]},
+        "'maxProperties'",
+        "#",
+    ),
     ({"type": "number", "minimum": 0.5, "maximum": 0.7}, "no number satisfies", "#"),
     ({"type": "array", "contains": {"type": "integer"}}, "'contains'", "#/contains"),
     ({"propertyNames": {"maxLength": 3}}, "'propertyNames'", "#/propertyNames"),

@@ -275,3 +275,13 @@ def test_schema_size_is_bounded() -> None:
         json_schema_to_gbnf({"enum": list(range(200_000))})
     with pytest.raises(SchemaError, match="too large"):
         json_schema_to_gbnf({"const": "x" * 2_000_000})
+
+
+def test_pattern_with_lengths_inside_an_optional_group() -> None:
+    schema = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 6, "minLength": 2}
+    compiled = compile_json_schema(schema)
+    assert compiled.exact, compiled.relaxed
+    m = GbnfMatcher(compiled.gbnf)
+    assert m('"ab"') and m('"a-b-c1"') and not m('"a"') and not m('"a-b-c-d"') and not m('"a-"')
+    for value in _samples(compiled.gbnf):
+        assert _valid(schema, value), value

@@ -235,9 +235,9 @@ class _ContainerRules(_ScalarRules):
             value = self.atom(locs, f"{hint}-{name}") if locs else self.prim("value")
             return f'{_lit(_json_text(name))} {ws} ":" {ws} {value}'
 
-        pieces = [value_of(n) for n in order]
-        is_req = [n in required for n in order]
-        n = len(order)
+        pieces = [value_of(name) for name in order]
+        is_req = [name in required for name in order]
+        count = len(order)
         extra = ""
         extra_lo, extra_hi = 0, None
         if extra_locs:
@@ -247,12 +247,12 @@ class _ContainerRules(_ScalarRules):
                 extras.append(f'{key} {ws} ":" {ws} {value}')
             extra = self.add_rule(f"{hint}-extra", _alt(extras))
             if p.max_props is not None:
-                extra_hi = p.max_props - n
-            if p.min_props > n:
-                extra_lo = p.min_props - n
+                extra_hi = p.max_props - count
+            if p.min_props > count:
+                extra_lo = p.min_props - count
                 if extra_lo > 1:  # two extra members may repeat a key and count once
                     self.relax("minProperties", _ptr(p.pointer, "minProperties"))
-        elif p.min_props > n:
+        elif p.min_props > count:
             raise _Unsatisfiable(_fail("'minProperties' cannot be met", p.pointer))
         if extra_hi == 0:
             extra = ""
@@ -264,7 +264,7 @@ class _ContainerRules(_ScalarRules):
             hi = extra_hi if done_named or extra_hi is None else extra_hi - 1
             return self.rep(f"{sep} {extra}", lo, hi, f"{hint}-extras", p.pointer)
 
-        first_required = next((i for i, r in enumerate(is_req) if r), n)
+        first_required = next((i for i, r in enumerate(is_req) if r), count)
         use_chain = first_required > 2
 
         def piece(i: int) -> str:
@@ -274,16 +274,16 @@ class _ContainerRules(_ScalarRules):
 
         def tail(i: int) -> str:
             if not use_chain:
-                return " ".join(x for x in [*(piece(j) for j in range(i, n)), extras_after(1)] if x)
-            if i == n:
+                return " ".join(x for x in [*(piece(j) for j in range(i, count)), extras_after(1)] if x)
+            if i == count:
                 return extras_after(1)
             if i not in tails:
                 rest = tail(i + 1)
                 tails[i] = self.add_rule(f"{hint}-after-{order[i]}", f"{piece(i)} {rest}".strip())
             return tails[i]
 
-        alts = [f"{pieces[i]} {tail(i + 1)}".strip() for i in range(min(first_required + 1, n))]
-        nullable = first_required == n
+        alts = [f"{pieces[i]} {tail(i + 1)}".strip() for i in range(min(first_required + 1, count))]
+        nullable = first_required == count
         if nullable and extra:
             alts.append(f"{extra} {extras_after(0)}".strip())
         if not alts:

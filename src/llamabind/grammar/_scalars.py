@@ -120,7 +120,7 @@ class _ScalarRules(RuleSet):
         branches = list(node.items) if isinstance(node, _RAlt) else [node]
         alts: list[str] = []
         for branch in branches:
-            items = list(branch.items) if isinstance(branch, _RSeq) else [branch]
+            items: list[_RNode] = list(branch.items) if isinstance(branch, _RSeq) else [branch]
             start = bool(items) and items[0] == _RAnchor("^")
             if start:
                 items = items[1:]
@@ -234,7 +234,8 @@ def _r_len(node: _RNode) -> tuple[int, int | None]:
     if isinstance(node, _RAnchor):
         return 0, 0
     if isinstance(node, _RSeq):
-        lo, hi = 0, 0
+        lo = 0
+        hi: int | None = 0
         for x in node.items:
             a, b = _r_len(x)
             lo += a
@@ -260,14 +261,20 @@ def _fit_lengths(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] |
     for i, x in enumerate(items):
         if not isinstance(x, _RRep):
             continue
-        a, b = _r_len(x.item)
-        if a != b or a == 0:
-            continue
         o_lo = t_lo - lens[i][0]
         rest_hi = [bb for j, (_, bb) in enumerate(lens) if j != i]
         if any(bb is None for bb in rest_hi):
             continue
         o_hi = sum(bb for bb in rest_hi if bb is not None)
+        if x.hi == 1:  # an optional group: fit what is inside it (present whenever the rest is too short)
+            inner_items = list(x.item.items) if isinstance(x.item, _RSeq) else [x.item]
+            inner = _fit_lengths(inner_items, max(0, lo - o_lo), None if hi is None else hi - o_hi)
+            if inner is not None:
+                return [*items[:i], _RRep(_RSeq(tuple(inner)), x.lo if o_lo >= lo else 1, 1), *items[i + 1 :]]
+            continue
+        a, b = _r_len(x.item)
+        if a != b or a == 0:
+            continue
         c_lo = max(x.lo, -(-(lo - o_lo) // a) if lo > o_lo else 0)
         c_hi = x.hi if hi is None else (hi - o_hi) // a if x.hi is None else min(x.hi, (hi - o_hi) // a)
         if c_hi is not None and c_lo > c_hi:

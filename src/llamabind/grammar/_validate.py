@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jsonschema
-import re2  # type: ignore[import-untyped]
+import re2
 from jsonschema import validators as _validators
 from jsonschema.exceptions import ValidationError
 
