@@ -461,7 +461,7 @@ def test_required_grammar_with_real_json_schema(fmt: ToolCallFormat) -> None:
     assert not _accepts(tg.grammar, good.replace('"city"', '"town"'))
 
 
-@pytest.mark.parametrize("fmt", [H, L, M, G])
+@pytest.mark.parametrize("fmt", [H, L, M, G, ToolCallFormat.QWEN3_CODER])
 def test_llama_cpp_accepts_tool_grammars(fmt: ToolCallFormat) -> None:
     """llama.cpp's own grammar parser (and std::regex for the lazy triggers) takes every grammar."""
     pytest.importorskip("llamabind.grammar.json_schema")
@@ -622,3 +622,69 @@ def test_response_format_output_is_validated() -> None:
     assert closed_grammar is not None and open_grammar is not None
     assert _accepts(open_grammar.text, '{"a": 1, "b": 2}')
     assert not _accepts(closed_grammar.text, '{"a": 1, "b": 2}')
+
+
+# Qwen3-Coder's XML format, written from its published chat template's tool-call section (the
+# template itself is not available offline): <tool_call>, <function=NAME>, one <parameter=P> each.
+QWEN3_CODER_TEMPLATE_SNIPPET = (
+    "{%- for tool_call in message.tool_calls %}<tool_call>\n<function={{ tool_call.name }}>\n"
+    "{%- for k, v in tool_call.arguments.items() %}<parameter={{ k }}>\n{{ v }}\n</parameter>\n"
+    "{%- endfor %}</function>\n</tool_call>{%- endfor %}"
+)
+QWEN3_CODER_OUTPUT = (
+    "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n"
+    "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+)
+XML_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                },
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def test_qwen3_coder_xml_format_is_detected_and_parsed() -> None:
+    from llamabind.chat import ToolCallStreamParser, detect_tool_call_format
+
+    fmt = detect_tool_call_format(QWEN3_CODER_TEMPLATE_SNIPPET)
+    assert fmt is ToolCallFormat.QWEN3_CODER
+    result = parse_tool_calls(QWEN3_CODER_OUTPUT, fmt)
+    assert result.content == "I'll check."
+    assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == [
+        ("get_weather", {"city": "New York", "days": 3})
+    ]
+    parser = ToolCallStreamParser(fmt)
+    events = []
+    for ch in QWEN3_CODER_OUTPUT:  # streamed character by character: no markup leaks
+        events += parser.feed(ch)
+    events += parser.finish()
+    assert "".join(e for e in events if isinstance(e, str)) == "I'll check."
+    assert [e.name for e in events if not isinstance(e, str)] == ["get_weather"]
+
+
+def test_qwen3_coder_required_grammar() -> None:
+    tg = tool_call_grammar(XML_TOOLS, "required", ToolCallFormat.QWEN3_CODER)
+    assert tg is not None and not tg.lazy
+    _validate(tg.grammar)
+    call = QWEN3_CODER_OUTPUT.split("\n", 1)[1]
+    assert _accepts(tg.grammar, call)
+    assert _accepts(tg.grammar, call.replace("<parameter=days>\n3\n</parameter>\n", ""))  # optional
+    assert not _accepts(tg.grammar, call.replace("\n3\n", "\n9\n"))  # maximum 7
+    assert not _accepts(tg.grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+    assert not _accepts(tg.grammar, "Sure " + call)
+    named = tool_call_grammar(
+        XML_TOOLS, {"type": "function", "function": {"name": "get_weather"}}, "qwen3_coder"
+    )
+    assert named is not None and not _accepts(named.grammar, call + "\n" + call)
+    auto = tool_call_grammar(XML_TOOLS, "auto", "qwen3_coder")
+    assert auto is not None and auto.lazy and re.fullmatch(auto.trigger_patterns[0], QWEN3_CODER_OUTPUT)

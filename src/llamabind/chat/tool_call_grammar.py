@@ -21,6 +21,7 @@ from .tool_calls import (
     ToolCallFormat,
     ToolChoiceError,
 )
+from .tool_xml import xml_call_rule
 
 __all__ = ["ToolGrammar", "tool_call_grammar"]
 
@@ -142,6 +143,11 @@ def tool_call_grammar(
     rules: list[str] = []
     alternatives: list[str] = []
     for i, (name, schema) in enumerate(functions):
+        if fmt is ToolCallFormat.QWEN3_CODER:
+            call_rule, xml_rules = xml_call_rule(i, name, schema, schema_to_gbnf)
+            rules.extend(xml_rules)
+            alternatives.append(call_rule)
+            continue
         prefix = f"t{i}-"
         sub = prefix_rules(schema_to_gbnf(schema), prefix)
         rules.append(sub.strip())
@@ -155,12 +161,20 @@ def tool_call_grammar(
     rules.append("tc-call ::= " + " | ".join(alternatives))
     rules.append(sp_rule)
 
-    if fmt is ToolCallFormat.HERMES:
+    words: tuple[str, ...]
+    patterns: tuple[str, ...]
+    if fmt is ToolCallFormat.QWEN3_CODER:
+        one = f"{gbnf_literal(_HERMES_OPEN + chr(10))} tc-call {gbnf_literal(chr(10) + _HERMES_CLOSE)}"
+        root = 'root ::= tc-one ("\\n" tc-one)*' if parallel_tool_calls else "root ::= tc-one"
+        head = [root, f"tc-one ::= {one}"]
+        words = (_HERMES_OPEN,)
+        patterns = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
+    elif fmt is ToolCallFormat.HERMES:
         one = f"{gbnf_literal(_HERMES_OPEN)} {_SP} tc-call {_SP} {gbnf_literal(_HERMES_CLOSE)}"
         root = f"root ::= tc-one ({_SP} tc-one)*" if parallel_tool_calls else "root ::= tc-one"
         head = [root, f"tc-one ::= {one}"]
-        words: tuple[str, ...] = (_HERMES_OPEN,)
-        patterns: tuple[str, ...] = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
+        words = (_HERMES_OPEN,)
+        patterns = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
     elif fmt is ToolCallFormat.MISTRAL:
         calls = f'tc-call ({_SP} "," {_SP} tc-call)*' if parallel_tool_calls else "tc-call"
         head = [f'root ::= {gbnf_literal(_MISTRAL_OPEN)} "[" {_SP} {calls} {_SP} "]"']
@@ -173,7 +187,8 @@ def tool_call_grammar(
         words = (_PYTHON_TAG,)
         patterns = (
             r"[\s\S]*?(" + re.escape(_PYTHON_TAG) + r")[\s\S]*",
-            _WS_RE + r"(\{" + _WS_RE + r'"name"' + _WS_RE + r":)[\s\S]*",
+            # inside the capture only what the grammar's tc-ws takes: the grammar replays it
+            _WS_RE + r'(\{[ \n]?"name"[ \n]?:)[\s\S]*',
         )
     else:
         calls = f'tc-call ({_SP} "," {_SP} tc-call)*' if parallel_tool_calls else "tc-call"
@@ -182,7 +197,7 @@ def tool_call_grammar(
             f'{calls} {_SP} "]" {_SP} "}}"'
         ]
         words = ('{"tool_calls"',)
-        patterns = (_WS_RE + r"(\{" + _WS_RE + r'"tool_calls")[\s\S]*',)
+        patterns = (_WS_RE + r'(\{"tool_calls")[\s\S]*',)  # compact, as the grammar
 
     grammar = "\n".join(head + rules) + "\n"
     if not lazy:

@@ -29,6 +29,7 @@ from .tool_calls import (
     _python_tag_call,
     new_tool_call_id,
 )
+from .tool_xml import parse_xml_call
 
 __all__ = ["StreamEvent", "ToolCallStreamParser", "parse_tool_calls"]
 
@@ -323,6 +324,8 @@ class ToolCallStreamParser:
                     calls = None
                     break
                 calls.extend(got)
+        if values is None and (xml := parse_xml_call(inner)) is not None:
+            calls = [ToolCall(xml[0], _dump(xml[1]), self._new_id())]
         if calls:
             self._prefix = self._json = ""
             self._emit_calls(calls)

@@ -267,7 +267,7 @@ def _fit_lengths(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] |
             continue
         o_hi = sum(bb for bb in rest_hi if bb is not None)
         if x.hi == 1:  # an optional group: fit what is inside it (present whenever the rest is too short)
-            inner_items = list(x.item.items) if isinstance(x.item, _RSeq) else [x.item]
+            inner_items: list[_RNode] = list(x.item.items) if isinstance(x.item, _RSeq) else [x.item]
             inner = _fit_lengths(inner_items, max(0, lo - o_lo), None if hi is None else hi - o_hi)
             if inner is not None:
                 return [*items[:i], _RRep(_RSeq(tuple(inner)), x.lo if o_lo >= lo else 1, 1), *items[i + 1 :]]
