@@ -112,9 +112,10 @@ def main() -> int:
             if gen is None or entry["id"] not in sample_ids:
                 continue
             gen_total += 1
-            prompt = (
-                "<|im_start|>user\nWrite one JSON document valid against this JSON schema:\n"
-                f"{json.dumps(schema, separators=(',', ':'))[:1500]}<|im_end|>\n<|im_start|>assistant\n"
+            keys = ", ".join(schema.get("properties", {})) if isinstance(schema, dict) else ""
+            prompt = (  # short (the grammar does the rest; prompt reading would dominate on a CPU)
+                f"<|im_start|>user\nReply with a JSON document giving {keys or 'the values'}.<|im_end|>\n"
+                "<|im_start|>assistant\n"
             )
             sp = lb.SamplingParams(temperature=0.8, seed=args.seed, grammar=grammar)
             gen.reset()
@@ -122,7 +123,7 @@ def main() -> int:
             if out.finish_reason != "length" and _valid(schema, out.text):
                 gen_valid += 1
         rows.append(
-            (
+            row := (
                 name,
                 f"{100 * compiled / len(corpus):.1f} % ({compiled}/{len(corpus)})",
                 f"{statistics.median(times):.2f}",
@@ -130,6 +131,7 @@ def main() -> int:
                 f"{100 * gen_valid / gen_total:.1f} % ({gen_valid}/{gen_total})" if gen_total else "-",
             )
         )
+        print("  " + " | ".join(row), file=sys.stderr, flush=True)
     print(
         f"corpus: {len(corpus)} schemas; generation: {len(sample_ids)} sampled, max_tokens {args.max_tokens}"
     )
