@@ -120,8 +120,13 @@ def main() -> int:
             sp = lb.SamplingParams(temperature=0.8, seed=args.seed, grammar=grammar)
             gen.reset()
             out = gen.complete(prompt, max_tokens=args.max_tokens, sampling=sp)
-            if out.finish_reason != "length" and _valid(schema, out.text):
-                gen_valid += 1
+            ok = out.finish_reason != "length" and _valid(schema, out.text)
+            gen_valid += ok
+            print(
+                f"  {name} {entry['id']}: {'valid' if ok else 'INVALID'} ({out.completion_tokens} tokens)",
+                file=sys.stderr,
+                flush=True,
+            )
         rows.append(
             row := (
                 name,
