@@ -25,7 +25,8 @@ from llamabind.chat import (
     tool_call_grammar,
 )
 from llamabind.chat._gbnf_compose import defined_rules, gbnf_literal, prefix_rules
-from llamabind.server.openai_format import openai_tool_call
+from llamabind.errors import SchemaError
+from llamabind.server.openai_format import openai_message, openai_tool_call
 
 H, L, M, G = ToolCallFormat.HERMES, ToolCallFormat.LLAMA3, ToolCallFormat.MISTRAL, ToolCallFormat.GENERIC
 
@@ -358,13 +359,13 @@ GOOD = {
     H: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
     L: '{"name": "get_weather", "parameters": {"city": "Paris"}}',
     M: '[TOOL_CALLS][{"name": "get_weather", "arguments": {"city": "Paris"}}]',
-    G: '{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}',
+    G: '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}}]}',  # compact: generic
 }
 TWO = {
     H: GOOD[H] + '\n<tool_call>{"name":"get_time","arguments":{}}</tool_call>',
     L: GOOD[L] + '; {"name": "get_time", "parameters": {}}',
     M: GOOD[M][:-1] + ', {"name": "get_time", "arguments": {}}]',
-    G: GOOD[G][:-2] + ', {"name": "get_time", "arguments": {}}]}',
+    G: GOOD[G][:-2] + ',{"name":"get_time","arguments":{}}]}',
 }
 
 
@@ -452,14 +453,16 @@ def test_tool_choice_none_and_errors() -> None:
 @pytest.mark.parametrize("fmt", [H, L, M, G])
 def test_required_grammar_with_real_json_schema(fmt: ToolCallFormat) -> None:
     pytest.importorskip("llamabind.grammar.json_schema")
-    tg = tool_call_grammar(TOOLS, "required", fmt)  # the default converter
+    tg = tool_call_grammar(TOOLS, "required", fmt)  # the default converter: compact arguments
     assert tg is not None
     _validate(tg.grammar)
-    assert _accepts(tg.grammar, GOOD[fmt])
-    assert not _accepts(tg.grammar, GOOD[fmt].replace('"city"', '"town"'))
+    good = GOOD[fmt].replace('{"city": "Paris"}', '{"city":"Paris"}')
+    assert _accepts(tg.grammar, good)
+    assert not _accepts(tg.grammar, GOOD[fmt].replace('{"city":"Paris"}', '{"city": "Paris"}'))
+    assert not _accepts(tg.grammar, good.replace('"city"', '"town"'))
 
 
-@pytest.mark.parametrize("fmt", [H, L, M, G])
+@pytest.mark.parametrize("fmt", [H, L, M, G, ToolCallFormat.QWEN3_CODER])
 def test_llama_cpp_accepts_tool_grammars(fmt: ToolCallFormat) -> None:
     """llama.cpp's own grammar parser (and std::regex for the lazy triggers) takes every grammar."""
     pytest.importorskip("llamabind.grammar.json_schema")
@@ -565,3 +568,124 @@ def test_hermes_template_round_trip() -> None:
     result = parse_tool_calls(turn, detect_tool_call_format(tmpl.source))
     assert result.content == ""
     assert _calls(result.tool_calls) == [("get_weather", {"city": "Zürich"})]
+
+
+def test_cut_call_list_keeps_complete_calls_and_leaks_nothing() -> None:
+    from llamabind.chat import ChatStreamParser
+
+    text = '{"tool_calls":[{"name":"get_weather","arguments":{"city":"Paris"}},{"name":"get_time","argu'
+    p = ChatStreamParser(tool_format=G)
+    for i in range(0, len(text), 7):  # streamed
+        p.feed(text[i : i + 7])
+    msg = p.message("length")
+    assert msg.finish_reason == "length" and msg.content is None
+    assert [c.name for c in msg.tool_calls] == ["get_weather"]
+    assert json.loads(msg.tool_calls[0].arguments) == {"city": "Paris"}
+    # cut inside the first call: no call, no half call in the content
+    p = ChatStreamParser(tool_format=G)
+    p.feed('{"tool_calls":[{"name":"get_wea')
+    msg = p.message("length")
+    assert msg.tool_calls == [] and not msg.content and msg.finish_reason == "length"
+    # a native marker cut short
+    p = ChatStreamParser(tool_format=H)
+    p.feed('Sure.<tool_call>{"name":"get_weather","arguments":{"ci')
+    msg = p.message("length")
+    assert msg.content == "Sure." and msg.tool_calls == []
+    # not cut (the model stopped): the text is kept as content, as before
+    p = ChatStreamParser(tool_format=H)
+    p.feed('<tool_call>{"name":"get_weather","arguments":{"ci')
+    assert p.message("stop").content == '<tool_call>{"name":"get_weather","arguments":{"ci'
+
+
+def test_response_format_output_is_validated() -> None:
+    from llamabind.chat import ChatStreamParser, response_format_schema
+
+    rf = {
+        "type": "json_schema",
+        "json_schema": {"name": "n", "schema": {"type": "integer", "minimum": 0, "multipleOf": 5}},
+    }
+    grammar, compiled = response_format_schema(rf)
+    assert grammar is not None and compiled is not None and compiled.relaxed
+    p = ChatStreamParser(schema=compiled)
+    p.feed("7")
+    msg = p.message()
+    assert msg.schema_errors and "multiple of 5" in msg.schema_errors[0]
+    assert openai_message(msg)["schema_errors"] == msg.schema_errors
+    p = ChatStreamParser(schema=compiled)
+    p.feed("10")
+    assert p.message().schema_errors is None and "schema_errors" not in openai_message(p.message())
+    with pytest.raises(SchemaError, match="multipleOf"):
+        response_format_schema({**rf, "json_schema": {**rf["json_schema"], "strict": True}})
+    # objects are closed unless asked otherwise
+    open_rf = {"type": "json_object", "schema": {"type": "object", "properties": {"a": {}}}}
+    closed_grammar, _ = response_format_schema(open_rf)
+    open_grammar, _ = response_format_schema({**open_rf, "strict_properties": False})
+    assert closed_grammar is not None and open_grammar is not None
+    assert _accepts(open_grammar.text, '{"a": 1, "b": 2}')
+    assert not _accepts(closed_grammar.text, '{"a": 1, "b": 2}')
+
+
+# Qwen3-Coder's XML format, written from its published chat template's tool-call section (the
+# template itself is not available offline): <tool_call>, <function=NAME>, one <parameter=P> each.
+QWEN3_CODER_TEMPLATE_SNIPPET = (
+    "{%- for tool_call in message.tool_calls %}<tool_call>\n<function={{ tool_call.name }}>\n"
+    "{%- for k, v in tool_call.arguments.items() %}<parameter={{ k }}>\n{{ v }}\n</parameter>\n"
+    "{%- endfor %}</function>\n</tool_call>{%- endfor %}"
+)
+QWEN3_CODER_OUTPUT = (
+    "I'll check.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nNew York\n</parameter>\n"
+    "<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>"
+)
+XML_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "city": {"type": "string"},
+                    "days": {"type": "integer", "minimum": 1, "maximum": 7},
+                },
+                "required": ["city"],
+            },
+        },
+    }
+]
+
+
+def test_qwen3_coder_xml_format_is_detected_and_parsed() -> None:
+    from llamabind.chat import ToolCallStreamParser, detect_tool_call_format
+
+    fmt = detect_tool_call_format(QWEN3_CODER_TEMPLATE_SNIPPET)
+    assert fmt is ToolCallFormat.QWEN3_CODER
+    result = parse_tool_calls(QWEN3_CODER_OUTPUT, fmt)
+    assert result.content == "I'll check."
+    assert [(c.name, json.loads(c.arguments)) for c in result.tool_calls] == [
+        ("get_weather", {"city": "New York", "days": 3})
+    ]
+    parser = ToolCallStreamParser(fmt)
+    events = []
+    for ch in QWEN3_CODER_OUTPUT:  # streamed character by character: no markup leaks
+        events += parser.feed(ch)
+    events += parser.finish()
+    assert "".join(e for e in events if isinstance(e, str)) == "I'll check."
+    assert [e.name for e in events if not isinstance(e, str)] == ["get_weather"]
+
+
+def test_qwen3_coder_required_grammar() -> None:
+    tg = tool_call_grammar(XML_TOOLS, "required", ToolCallFormat.QWEN3_CODER)
+    assert tg is not None and not tg.lazy
+    _validate(tg.grammar)
+    call = QWEN3_CODER_OUTPUT.split("\n", 1)[1]
+    assert _accepts(tg.grammar, call)
+    assert _accepts(tg.grammar, call.replace("<parameter=days>\n3\n</parameter>\n", ""))  # optional
+    assert not _accepts(tg.grammar, call.replace("\n3\n", "\n9\n"))  # maximum 7
+    assert not _accepts(tg.grammar, call.replace("<parameter=city>\nNew York\n</parameter>\n", ""))
+    assert not _accepts(tg.grammar, "Sure " + call)
+    named = tool_call_grammar(
+        XML_TOOLS, {"type": "function", "function": {"name": "get_weather"}}, "qwen3_coder"
+    )
+    assert named is not None and not _accepts(named.grammar, call + "\n" + call)
+    auto = tool_call_grammar(XML_TOOLS, "auto", "qwen3_coder")
+    assert auto is not None and auto.lazy and re.fullmatch(auto.trigger_patterns[0], QWEN3_CODER_OUTPUT)

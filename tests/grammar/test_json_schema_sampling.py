@@ -216,6 +216,31 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["ratio", "word", "tags"],
         "additionalProperties": False,
     },
+    # real-world keywords (issue 15), and objects without additionalProperties (closed by default)
+    "config_keywords": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z][a-z0-9-]*$", "minLength": 2, "maxLength": 12},
+            "mode": {"enum": ["fast", "safe"]},
+            "retries": {"type": "integer", "minimum": 0, "maximum": 5},
+            "perms": {
+                "type": "array",
+                "items": {"enum": ["r", "w", "x"]},
+                "uniqueItems": True,
+                "maxItems": 3,
+            },
+            "labels": {
+                "type": "object",
+                "patternProperties": {"^[a-z]{1,8}$": {"type": "boolean"}},
+                "maxProperties": 2,
+            },
+        },
+        "required": ["name", "mode"],
+        "dependentRequired": {"retries": ["perms"]},
+        "if": {"properties": {"mode": {"const": "safe"}}, "required": ["mode"]},
+        "then": {"properties": {"retries": {"minimum": 1}}},
+        "else": {"properties": {"mode": {"const": "fast"}}},
+    },
 }
 
 

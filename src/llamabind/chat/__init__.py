@@ -29,7 +29,12 @@ from .reasoning import (
     prompt_opens_reasoning,
     split_reasoning,
 )
-from .response_format import closed_schema, response_format_grammar
+from .response_format import (
+    closed_schema,
+    response_format_grammar,
+    response_format_schema,
+    tool_arguments_gbnf,
+)
 from .session import ChatChunk, ChatResult, chat, chat_stream
 from .stream_parser import ChatDelta, ChatMessage, ChatStreamParser, ToolCallDelta
 from .template import (
@@ -95,7 +100,9 @@ __all__ = [
     "prompt_opens_reasoning",
     "render_chat",
     "response_format_grammar",
+    "response_format_schema",
     "select_chat_template",
     "split_reasoning",
+    "tool_arguments_gbnf",
     "tool_call_grammar",
 ]

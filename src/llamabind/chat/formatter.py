@@ -19,10 +19,10 @@ from typing import Any
 
 from ..core import Model
 from ..generation.sampling import SamplingParams
-from ..grammar import Grammar
+from ..grammar import CompiledSchema, Grammar
 from .messages import ChatRequestError
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
-from .response_format import closed_schema_gbnf, response_format_grammar
+from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
 from .template import ChatTemplate, render_chat, select_chat_template
 from .tool_call_grammar import tool_call_grammar
@@ -115,6 +115,7 @@ class PreparedChat:
     reasoning_tags: tuple[str, str] | None = None
     reasoning_started: bool = False
     add_bos: bool = False
+    schema: CompiledSchema | None = None  # response_format's schema: the output is validated against it
 
     @property
     def render_special(self) -> bool:
@@ -139,6 +140,7 @@ class PreparedChat:
             reasoning_tags=self.reasoning_tags,
             reasoning_started=self.reasoning_started,
             id_factory=id_factory,
+            schema=self.schema,
         )
 
     def parse(self, text: str, finish_reason: str = "stop") -> ChatMessage:
@@ -297,7 +299,7 @@ class ChatFormatter:
                 constraint = Grammar.from_string(grammar)
             else:
                 raise ChatRequestError("grammar must be a GBNF string", "grammar")
-        fmt_grammar = response_format_grammar(response_format)
+        fmt_grammar, schema = response_format_schema(response_format)
         if fmt_grammar is not None:
             if constraint is not None:
                 raise ChatRequestError("give either grammar or response_format, not both", "response_format")
@@ -315,7 +317,7 @@ class ChatFormatter:
                     tool_choice,
                     fmt,
                     parallel_tool_calls=parallel_tool_calls,
-                    schema_to_gbnf=closed_schema_gbnf,
+                    schema_to_gbnf=tool_arguments_gbnf,
                 )
             except ToolChoiceError as exc:
                 raise ChatRequestError(str(exc), exc.param) from exc
@@ -371,6 +373,7 @@ class ChatFormatter:
             reasoning_tags=tags,
             reasoning_started=started,
             add_bos=self.needs_bos(prompt),
+            schema=schema,
         )
 
 

@@ -1,7 +1,12 @@
 """OpenAI ``response_format`` (``json_object`` / ``json_schema``) → a sampling grammar.
 
-Schemas are *closed* first (:func:`closed_schema`): objects that do not mention extra keys allow
-none, as llama.cpp's converter reads them.
+Schemas are converted leniently (:func:`~llamabind.grammar.compile_json_schema`): objects generate
+only the properties they name unless ``additionalProperties`` asks for more, and keywords a grammar
+cannot enforce are left to validation after generation — :func:`response_format_schema` returns the
+:class:`~llamabind.grammar.CompiledSchema` whose ``errors`` the chat layer reports as
+``schema_errors``. ``"strict": true`` in ``json_schema`` refuses such schemas up front instead (as
+OpenAI's strict mode does); ``"strict_properties": false`` restores the permissive reading of objects
+without ``additionalProperties``.
 """
 
 from __future__ import annotations
@@ -9,51 +14,74 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..grammar import Grammar, json_schema_to_gbnf
+from ..grammar import CompiledSchema, Grammar, compile_json_schema, json_schema_to_gbnf
 from .messages import ChatRequestError
 
-__all__ = ["closed_schema", "closed_schema_gbnf", "response_format_grammar"]
+__all__ = [
+    "closed_schema",
+    "closed_schema_gbnf",
+    "response_format_grammar",
+    "response_format_schema",
+    "tool_arguments_gbnf",
+]
 
 
-def response_format_grammar(response_format: Mapping[str, Any] | None) -> Grammar | None:
-    """The grammar an OpenAI ``response_format`` asks for (None for ``text`` / absent).
+def response_format_schema(
+    response_format: Mapping[str, Any] | None,
+) -> tuple[Grammar | None, CompiledSchema | None]:
+    """The grammar an OpenAI ``response_format`` asks for (None for ``text`` / absent), and the
+    compiled schema when there is one (its ``errors`` validate the output).
 
     ``{"type": "json_object"}`` (optionally with a llama.cpp-style ``schema``) and
-    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}``. Raises
-    :class:`ChatRequestError` for a malformed value and ``SchemaError`` for an unsupported schema.
+    ``{"type": "json_schema", "json_schema": {"name", "schema", "strict", "strict_properties"}}``.
+    Raises :class:`ChatRequestError` for a malformed value and ``SchemaError`` for an unsupported schema.
     """
     if response_format is None:
-        return None
+        return None, None
     if not isinstance(response_format, Mapping):
         raise ChatRequestError("response_format must be an object", "response_format")
     kind = response_format.get("type", "text")
     if kind == "text":
-        return None
+        return None, None
     if kind == "json_object":
-        schema = response_format.get("schema")
-        if schema is None:
-            return Grammar.json_object()
-        return _schema_grammar(schema)
-    if kind == "json_schema":
+        spec: Any = response_format
+    elif kind == "json_schema":
         spec = response_format.get("json_schema")
         if spec is None:
-            spec = {"schema": response_format.get("schema")}
+            spec = response_format
         if not isinstance(spec, Mapping):
             raise ChatRequestError("response_format.json_schema must be an object", "response_format")
-        schema = spec.get("schema")
-        if schema is None:
-            return Grammar.json_object()
-        return _schema_grammar(schema)
-    raise ChatRequestError(
-        f"response_format.type must be 'text', 'json_object' or 'json_schema', not {kind!r}",
-        "response_format",
-    )
-
-
-def _schema_grammar(schema: Any) -> Grammar:
+    else:
+        raise ChatRequestError(
+            f"response_format.type must be 'text', 'json_object' or 'json_schema', not {kind!r}",
+            "response_format",
+        )
+    schema = spec.get("schema")
+    if schema is None:
+        return Grammar.json_object(), None
     if not isinstance(schema, (Mapping, bool)):
         raise ChatRequestError("the JSON schema must be an object", "response_format")
-    return Grammar.from_json_schema(closed_schema(schema))
+    strict = spec.get("strict") is True
+    strict_properties = spec.get("strict_properties", response_format.get("strict_properties", True))
+    if not isinstance(strict_properties, bool):
+        raise ChatRequestError("strict_properties must be a boolean", "response_format")
+    compiled = compile_json_schema(
+        schema if isinstance(schema, bool) else dict(schema),
+        strict=strict,
+        strict_properties=strict_properties,
+    )
+    return Grammar(compiled.gbnf), compiled
+
+
+def response_format_grammar(response_format: Mapping[str, Any] | None) -> Grammar | None:
+    """The grammar of :func:`response_format_schema`."""
+    return response_format_schema(response_format)[0]
+
+
+def tool_arguments_gbnf(schema: Any) -> str:
+    """GBNF for tool-call arguments: compact JSON, named properties only; keywords a grammar cannot
+    enforce are left out (the parsed arguments are plain JSON either way)."""
+    return compile_json_schema(schema, whitespace="compact").gbnf
 
 
 _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "dependentSchemas")

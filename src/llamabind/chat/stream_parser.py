@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..grammar import CompiledSchema
 from .reasoning import ReasoningStreamSplitter
 from .tool_call_parser import ToolCallStreamParser
 from .tool_calls import ToolCall, ToolCallFormat
@@ -34,6 +35,7 @@ class ChatDelta:
     content: str | None = None
     reasoning_content: str | None = None
     tool_calls: tuple[ToolCallDelta, ...] = ()
+    schema_errors: tuple[str, ...] = ()
 
 
 @dataclass
@@ -44,6 +46,7 @@ class ChatMessage:
     reasoning_content: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: str = "stop"
+    schema_errors: list[str] | None = None  # set when the content is not valid for response_format's schema
 
 
 class ChatStreamParser:
@@ -61,7 +64,10 @@ class ChatStreamParser:
         reasoning_tags: tuple[str, str] | None = None,
         reasoning_started: bool = False,
         id_factory: Callable[[], str] | None = None,
+        schema: CompiledSchema | None = None,
     ) -> None:
+        self._schema = schema
+        self.schema_errors: list[str] | None = None
         self._reasoning = (
             ReasoningStreamSplitter(reasoning_tags[0], reasoning_tags[1], started=reasoning_started)
             if reasoning_tags is not None
@@ -107,15 +113,23 @@ class ChatStreamParser:
             self._finished = True
             if self._reasoning is not None:
                 d = self._reasoning.finish()
-                out = self._route(d.reasoning, d.content, final=True)
+                out = self._route(d.reasoning, d.content, final=True, truncated=finish_reason == "length")
             else:
-                out = self._route("", "", final=True)
+                out = self._route("", "", final=True, truncated=finish_reason == "length")
+            if self._schema is not None and not self._calls and finish_reason != "length":
+                # the grammar leaves some keywords to validation (or the output ended early)
+                errors = self._schema.errors(self.content)
+                if errors:
+                    self.schema_errors = errors
+                    out.append(ChatDelta(schema_errors=tuple(errors)))
         reason = finish_reason
         if self._calls and finish_reason == "stop":
             reason = "tool_calls"
         return out, reason
 
-    def _route(self, reasoning: str, content: str, *, final: bool) -> list[ChatDelta]:
+    def _route(
+        self, reasoning: str, content: str, *, final: bool, truncated: bool = False
+    ) -> list[ChatDelta]:
         out: list[ChatDelta] = []
         if reasoning:
             self._reasoning_text.append(reasoning)
@@ -127,7 +141,7 @@ class ChatStreamParser:
             return out
         events = self._tools.feed(content) if content else []
         if final:
-            events = events + self._tools.finish()
+            events = events + self._tools.finish(truncated=truncated)
         for ev in events:
             if isinstance(ev, str):
                 if ev:
@@ -150,4 +164,5 @@ class ChatStreamParser:
             reasoning_content=self.reasoning_content,
             tool_calls=self.tool_calls,
             finish_reason=reason,
+            schema_errors=self.schema_errors,
         )

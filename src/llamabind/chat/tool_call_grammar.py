@@ -21,6 +21,7 @@ from .tool_calls import (
     ToolCallFormat,
     ToolChoiceError,
 )
+from .tool_xml import xml_call_rule
 
 __all__ = ["ToolGrammar", "tool_call_grammar"]
 
@@ -80,7 +81,6 @@ def _chosen_name(tool_choice: Any) -> str | None:
 
 
 _SP = "tc-ws"
-_SP_RULE = f"{_SP} ::= [ \\t\\n\\r]{{0,20}}"
 _WS_RE = "[ \\t\\r\\n]{0,20}"
 
 
@@ -98,7 +98,8 @@ def tool_call_grammar(
     ``{"type": "function", "function": {"name": …}}`` (exactly one call of that function),
     ``"auto"`` (a lazy grammar with trigger patterns: free text until the model starts a call) or
     ``"none"`` (returns None). ``schema_to_gbnf`` converts one schema to a GBNF grammar with a
-    ``root`` rule; it defaults to :func:`llamabind.grammar.json_schema.json_schema_to_gbnf`.
+    ``root`` rule; it defaults to compact JSON with only the named properties
+    (:func:`llamabind.chat.response_format.tool_arguments_gbnf`).
     """
     fmt = ToolCallFormat(fmt)
     if tool_choice is None:
@@ -130,14 +131,23 @@ def tool_call_grammar(
         raise ToolChoiceError(f"unsupported tool_choice {tool_choice!r}", param="tool_choice")
 
     if schema_to_gbnf is None:
-        from ..grammar.json_schema import json_schema_to_gbnf
+        from .response_format import tool_arguments_gbnf
 
-        schema_to_gbnf = json_schema_to_gbnf
+        schema_to_gbnf = tool_arguments_gbnf
 
     args_key = "parameters" if fmt is ToolCallFormat.LLAMA3 else "arguments"
+    # The generic format is JSON the model is only told about: compact, so a small model spends its
+    # tokens on the call. Native formats keep the one space or newline their templates show.
+    sp_rule = f'{_SP} ::= ""' if fmt is ToolCallFormat.GENERIC else f'{_SP} ::= ( " " | "\\n" )?'
+
     rules: list[str] = []
     alternatives: list[str] = []
     for i, (name, schema) in enumerate(functions):
+        if fmt is ToolCallFormat.QWEN3_CODER:
+            call_rule, xml_rules = xml_call_rule(i, name, schema, schema_to_gbnf)
+            rules.extend(xml_rules)
+            alternatives.append(call_rule)
+            continue
         prefix = f"t{i}-"
         sub = prefix_rules(schema_to_gbnf(schema), prefix)
         rules.append(sub.strip())
@@ -149,14 +159,22 @@ def tool_call_grammar(
             f'{prefix}root {_SP} "}}"'
         )
     rules.append("tc-call ::= " + " | ".join(alternatives))
-    rules.append(_SP_RULE)
+    rules.append(sp_rule)
 
-    if fmt is ToolCallFormat.HERMES:
+    words: tuple[str, ...]
+    patterns: tuple[str, ...]
+    if fmt is ToolCallFormat.QWEN3_CODER:
+        one = f"{gbnf_literal(_HERMES_OPEN + chr(10))} tc-call {gbnf_literal(chr(10) + _HERMES_CLOSE)}"
+        root = 'root ::= tc-one ("\\n" tc-one)*' if parallel_tool_calls else "root ::= tc-one"
+        head = [root, f"tc-one ::= {one}"]
+        words = (_HERMES_OPEN,)
+        patterns = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
+    elif fmt is ToolCallFormat.HERMES:
         one = f"{gbnf_literal(_HERMES_OPEN)} {_SP} tc-call {_SP} {gbnf_literal(_HERMES_CLOSE)}"
         root = f"root ::= tc-one ({_SP} tc-one)*" if parallel_tool_calls else "root ::= tc-one"
         head = [root, f"tc-one ::= {one}"]
-        words: tuple[str, ...] = (_HERMES_OPEN,)
-        patterns: tuple[str, ...] = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
+        words = (_HERMES_OPEN,)
+        patterns = (r"[\s\S]*?(" + re.escape(_HERMES_OPEN) + r")[\s\S]*",)
     elif fmt is ToolCallFormat.MISTRAL:
         calls = f'tc-call ({_SP} "," {_SP} tc-call)*' if parallel_tool_calls else "tc-call"
         head = [f'root ::= {gbnf_literal(_MISTRAL_OPEN)} "[" {_SP} {calls} {_SP} "]"']
@@ -169,7 +187,8 @@ def tool_call_grammar(
         words = (_PYTHON_TAG,)
         patterns = (
             r"[\s\S]*?(" + re.escape(_PYTHON_TAG) + r")[\s\S]*",
-            _WS_RE + r"(\{" + _WS_RE + r'"name"' + _WS_RE + r":)[\s\S]*",
+            # inside the capture only what the grammar's tc-ws takes: the grammar replays it
+            _WS_RE + r'(\{[ \n]?"name"[ \n]?:)[\s\S]*',
         )
     else:
         calls = f'tc-call ({_SP} "," {_SP} tc-call)*' if parallel_tool_calls else "tc-call"
@@ -178,7 +197,7 @@ def tool_call_grammar(
             f'{calls} {_SP} "]" {_SP} "}}"'
         ]
         words = ('{"tool_calls"',)
-        patterns = (_WS_RE + r"(\{" + _WS_RE + r'"tool_calls")[\s\S]*',)
+        patterns = (_WS_RE + r'(\{"tool_calls")[\s\S]*',)  # compact, as the grammar
 
     grammar = "\n".join(head + rules) + "\n"
     if not lazy:

@@ -29,6 +29,7 @@ from .tool_calls import (
     _python_tag_call,
     new_tool_call_id,
 )
+from .tool_xml import parse_xml_call
 
 __all__ = ["StreamEvent", "ToolCallStreamParser", "parse_tool_calls"]
 
@@ -136,6 +137,7 @@ class ToolCallStreamParser:
         self._pending_id: str | None = None
         self._calls: list[ToolCall] = []
         self._finished = False
+        self._truncated = False
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -150,9 +152,12 @@ class ToolCallStreamParser:
             self._run(final=False)
         return self._drain()
 
-    def finish(self) -> list[StreamEvent]:
+    def finish(self, truncated: bool = False) -> list[StreamEvent]:
+        """The rest of the events. ``truncated``: the output was cut (``max_tokens``): a call still
+        open is dropped rather than shown as content, keeping the calls it completed."""
         if not self._finished:
             self._finished = True
+            self._truncated = truncated
             self._run(final=True)
             if self._ws:
                 self._events.append(self._ws)
@@ -192,12 +197,28 @@ class ToolCallStreamParser:
         self._calls.extend(calls)
         self._after_call = True
 
+    def _cut(self) -> None:
+        """Output cut inside a call: keep the calls completed inside it, drop the partial rest."""
+        calls = _complete_calls(self._json, self._new_id)
+        if calls and self._names_ok(calls):
+            self._emit_calls(calls)
+        self._prefix = ""
+        self._json = ""
+        self._state = _S.CONTENT
+
     def _fail(self) -> None:
         """The candidate was not a call: its raw text is content; continue scanning after it."""
+        if self._truncated and self._state is not _S.CONTENT and (self._prefix or self._looks_like_call()):
+            self._cut()
+            return
         self._content(self._prefix + self._json)
         self._prefix = ""
         self._json = ""
         self._state = _S.CONTENT
+
+    def _looks_like_call(self) -> bool:
+        head = "".join(self._json.split())[:16]
+        return head.startswith(('{"tool_call', '{"name"', '[{"name"', '{"function"', '[{"function"'))
 
     def _names_ok(self, calls: list[ToolCall]) -> bool:
         return self._names is None or all(c.name in self._names for c in calls)
@@ -303,6 +324,8 @@ class ToolCallStreamParser:
                     calls = None
                     break
                 calls.extend(got)
+        if values is None and (xml := parse_xml_call(inner)) is not None:
+            calls = [ToolCall(xml[0], _dump(xml[1]), self._new_id())]
         if calls:
             self._prefix = self._json = ""
             self._emit_calls(calls)
@@ -433,6 +456,36 @@ class ToolCallStreamParser:
         self._json = code
         self._fail()
         return False
+
+
+def _complete_calls(text: str, new_id: Callable[[], str]) -> list[ToolCall]:
+    """The complete calls at the start of a cut call list: ``{"tool_calls": [c1, c2, <cut>`` or
+    ``[c1, c2, <cut>``."""
+    decoder = json.JSONDecoder()
+    t = text.lstrip(_WS)
+    i = 0
+    if t.startswith("{"):
+        j = t.find("[")
+        if j < 0 or "".join(t[:j].split()) not in ('{"tool_calls":',):
+            return []
+        i = j + 1
+    elif t.startswith("["):
+        i = 1
+    else:
+        return []
+    calls: list[ToolCall] = []
+    while i < len(t):
+        while i < len(t) and (t[i] in _WS or t[i] == ","):
+            i += 1
+        try:
+            value, i = decoder.raw_decode(t, i)
+        except ValueError:
+            break
+        got = _calls_from_json(value, bare=False, new_id=new_id)
+        if got is None:
+            break
+        calls.extend(got)
+    return calls
 
 
 def parse_tool_calls(

@@ -4,6 +4,8 @@ Formats (:class:`ToolCallFormat`):
 
 * ``hermes`` (Hermes 2 Pro, Qwen 2.5/3, SmolLM3, …): ``<tool_call>{"name": …, "arguments": …}</tool_call>``,
   one or more per turn, content around them.
+* ``qwen3_coder`` (Qwen3-Coder): ``<tool_call>`` around an XML ``<function=name>`` block with one
+  ``<parameter=p>`` element per argument (:mod:`.tool_xml`); the other formats' parsers read it too.
 * ``llama3`` (Llama 3.1–3.3): a JSON object ``{"name": …, "parameters": …}`` (several may follow,
   separated by ``;`` or whitespace), optionally after ``<|python_tag|>``; ``<|python_tag|>`` followed
   by ``tool.call(arg=…)`` is a built-in tool call.
@@ -57,6 +59,7 @@ class ToolCallFormat(str, enum.Enum):
     """The native syntax a model uses for tool calls."""
 
     HERMES = "hermes"
+    QWEN3_CODER = "qwen3_coder"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
     GENERIC = "generic"
@@ -92,6 +95,7 @@ _PYTHON_TAG = "<|python_tag|>"
 
 _MARKERS: dict[ToolCallFormat, tuple[str, ...]] = {
     ToolCallFormat.HERMES: (_HERMES_OPEN,),
+    ToolCallFormat.QWEN3_CODER: (_HERMES_OPEN,),
     ToolCallFormat.LLAMA3: (_PYTHON_TAG,),
     ToolCallFormat.MISTRAL: (_MISTRAL_OPEN,),
     ToolCallFormat.GENERIC: (_HERMES_OPEN, _MISTRAL_OPEN, _PYTHON_TAG),
@@ -104,12 +108,14 @@ _WS = " \t\r\n"
 def detect_tool_call_format(template: str | None) -> ToolCallFormat:
     """Guess the tool-call format from a chat template's source text.
 
-    ``<tool_call>`` → hermes; ``[TOOL_CALLS]`` → mistral; ``<|python_tag|>``, or Llama 3 headers
+    ``<tool_call>`` with ``<function=``/``<parameter=`` → qwen3_coder; ``<tool_call>`` → hermes; ``[TOOL_CALLS]`` → mistral; ``<|python_tag|>``, or Llama 3 headers
     (``<|start_header_id|>``) together with an ``ipython`` role or ``"parameters"`` → llama3;
     anything else (including no template) → generic.
     """
     if not template:
         return ToolCallFormat.GENERIC
+    if _HERMES_OPEN in template and "<function=" in template and "<parameter=" in template:
+        return ToolCallFormat.QWEN3_CODER
     if _HERMES_OPEN in template:
         return ToolCallFormat.HERMES
     if _MISTRAL_OPEN in template:

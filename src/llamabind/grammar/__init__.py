@@ -15,14 +15,16 @@ from llamabind.grammar.gbnf import (
     validate_gbnf,
 )
 from llamabind.grammar.grammar import Grammar
-from llamabind.grammar.json_schema import json_schema_to_gbnf
+from llamabind.grammar.json_schema import CompiledSchema, compile_json_schema, json_schema_to_gbnf
 
 __all__ = [
     "JSON_ARRAY_GBNF",
     "JSON_GBNF",
     "JSON_OBJECT_GBNF",
+    "CompiledSchema",
     "Grammar",
     "ParsedGrammar",
+    "compile_json_schema",
     "json_schema_to_gbnf",
     "parse_gbnf",
     "validate_gbnf",

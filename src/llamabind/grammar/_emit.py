@@ -230,10 +230,11 @@ def _rep(atom: str, lo: int, hi: int | None, pointer: str = "") -> str:
 class RuleSet:
     """Named GBNF rules under construction, with JSON primitive rules added on demand."""
 
-    def __init__(self) -> None:
+    def __init__(self, compact: bool = False) -> None:
         self.rules: dict[str, str] = {}
         self.by_body: dict[str, str] = {}
         self.used_primitives: set[str] = set()
+        self.compact = compact  # no whitespace between tokens (the `ws` rule matches only "")
 
     # -- rules -------------------------------------------------------------------------------
 
@@ -269,5 +270,7 @@ class RuleSet:
     def output(self) -> str:
         lines = [f"root ::= {self.rules['root']}"]
         lines += [f"{n} ::= {b}" for n, b in self.rules.items() if n != "root"]
-        lines += [f"{n} ::= {_PRIMITIVES[n][0]}" for n in _PRIMITIVES if n in self.used_primitives]
+        for n in _PRIMITIVES:
+            if n in self.used_primitives:
+                lines.append(f'{n} ::= ""' if n == "ws" and self.compact else f"{n} ::= {_PRIMITIVES[n][0]}")
         return "\n".join(lines) + "\n"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
+
+from llamabind.errors import SchemaError
 
 from ._emit import _FORMAT_LENGTHS, RuleSet, _alt, _atom, _cls, _fail, _json_text, _lit, _rep, _scan_item
 from ._numeric import _int_range, _number_range
@@ -21,10 +24,17 @@ from ._regex import (
     _subtract,
 )
 from ._schema import _Plain, _Unsatisfiable
+from ._validate import linear_regex
 
 
 class _ScalarRules(RuleSet):
     """The scalar part of the JSON Schema converter."""
+
+    strict: bool
+
+    @abstractmethod
+    def relax(self, keyword: str, pointer: str, message: str | None = None) -> None:
+        """Note that the grammar does not enforce ``keyword`` (raises in strict mode)."""
 
     def number_expr(self, p: _Plain, integer: bool) -> str:
         if p.lower is None and p.upper is None:
@@ -41,12 +51,15 @@ class _ScalarRules(RuleSet):
             if lo is not None and hi is not None and lo > hi:
                 raise _Unsatisfiable(_fail("no integer satisfies the bounds", p.pointer))
             return _int_range(lo, hi)
-        for bound in (p.lower, p.upper):
-            if bound is not None and not float(bound[0]).is_integer():
-                raise _fail("number bounds that are not integers are not supported", p.pointer)
-        lo_v = None if p.lower is None else int(p.lower[0])
-        hi_v = None if p.upper is None else int(p.upper[0])
-        alts = _number_range(lo_v, bool(p.lower and p.lower[1]), hi_v, bool(p.upper and p.upper[1]))
+        # Bounds that are not integers are rounded inwards (narrower: 0.5 <= x becomes 1 <= x).
+        lo_v = lo_ex = hi_v = hi_ex = None
+        if p.lower is not None:
+            lo_v = math.ceil(p.lower[0])
+            lo_ex = p.lower[1] and float(p.lower[0]).is_integer()
+        if p.upper is not None:
+            hi_v = math.floor(p.upper[0])
+            hi_ex = p.upper[1] and float(p.upper[0]).is_integer()
+        alts = _number_range(lo_v, bool(lo_ex), hi_v, bool(hi_ex))
         if not alts:
             raise _Unsatisfiable(_fail("no number satisfies the bounds", p.pointer))
         expr = _alt(alts)
@@ -62,40 +75,52 @@ class _ScalarRules(RuleSet):
         lo, hi = p.min_length, p.max_length
         if hi is not None and hi < lo:
             raise _Unsatisfiable(_fail("'minLength' is greater than 'maxLength'", p.pointer))
-        if len(p.formats) > 1:
-            raise _fail("several different 'format' values combined", p.formats[1][1])
-        if len(p.patterns) > 1:
-            raise _fail("several different 'pattern' values combined", p.patterns[1][1])
-        if p.formats:
-            fmt, fptr = p.formats[0]
-            if p.patterns:
-                raise _fail(f"'pattern' combined with format {fmt!r} is not supported", p.patterns[0][1])
-            if fmt not in _FORMAT_LENGTHS:
-                raise _fail(f"string format {fmt!r} is not supported", fptr)
-            f_lo, f_hi = _FORMAT_LENGTHS[fmt]
-            if fmt == "uri" and hi is not None and lo <= f_lo and hi >= 19:
-                # scheme (at most 16 characters) ":" and as many URI characters as still fit
-                rest = self.rep(self.prim("uri-char"), 1, hi - 17, hint, fptr)
-                return f'"\\"" [a-zA-Z] [a-zA-Z0-9+.-]{{0,15}} ":" {rest} "\\""'
-            if lo > f_lo or (hi is not None and (f_hi is None or hi < f_hi)):
-                raise _fail(f"'minLength'/'maxLength' combined with format {fmt!r} is not supported", fptr)
-            return self.prim(fmt)
         if p.patterns:
             pattern, pptr = p.patterns[0]
-            if lo > 0 or hi is not None:
-                raise _fail("'minLength'/'maxLength' combined with 'pattern' is not supported", pptr)
-            return self.pattern_expr(pattern, pptr, hint)
+            for _, other in p.patterns[1:]:
+                self.relax("pattern", other, "several different 'pattern' values combined")
+            expr = self.pattern_expr(pattern, pptr, hint, lo, hi)
+            if expr is not None:
+                return expr
+            self.relax("pattern", pptr, f"pattern {pattern!r} with 'minLength'/'maxLength'")
+        elif p.formats:
+            # 'format' is an annotation (JSON Schema 2020-12): known formats are generated when they
+            # fit the length bounds; others, and conflicting ones, leave the string free.
+            known = {f for f, _ in p.formats if f in _FORMAT_LENGTHS}
+            if len(known) == 1:
+                fmt = known.pop()
+                fptr = next(ptr for f, ptr in p.formats if f == fmt)
+                f_lo, f_hi = _FORMAT_LENGTHS[fmt]
+                if fmt == "uri" and hi is not None and lo <= f_lo and hi >= 19:
+                    # scheme (at most 16 characters) ":" and as many URI characters as still fit
+                    rest = self.rep(self.prim("uri-char"), 1, hi - 17, hint, fptr)
+                    return f'"\\"" [a-zA-Z] [a-zA-Z0-9+.-]{{0,15}} ":" {rest} "\\""'
+                if lo <= f_lo and (hi is None or (f_hi is not None and hi >= f_hi)):
+                    return self.prim(fmt)
         self.prim("char")
         if lo == 0 and hi is None:
             return self.prim("string")
         return f'"\\"" {self.rep("char", lo, hi, hint, p.pointer)} "\\""'
 
-    def pattern_expr(self, pattern: str, pointer: str, hint: str) -> str:
-        node = _RegexParser(pattern, pointer).parse()
+    def pattern_expr(
+        self, pattern: str, pointer: str, hint: str, lo: int = 0, hi: int | None = None
+    ) -> str | None:
+        """A JSON string matching `pattern` with lo..hi characters; None when the regex or the length
+        bounds cannot be expressed (in strict mode an unsupported regex raises)."""
+        try:
+            node = _RegexParser(pattern, pointer).parse()
+        except SchemaError as exc:
+            if self.strict:
+                raise
+            linear_regex(pattern, pointer)  # validation needs RE2: refuse what it cannot match
+            self.relax("pattern", pointer, str(exc).rsplit(" (at JSON pointer", 1)[0])
+            return None
+        linear_regex(pattern, pointer)
+        bounded = lo > 0 or hi is not None
         branches = list(node.items) if isinstance(node, _RAlt) else [node]
         alts: list[str] = []
         for branch in branches:
-            items = list(branch.items) if isinstance(branch, _RSeq) else [branch]
+            items: list[_RNode] = list(branch.items) if isinstance(branch, _RSeq) else [branch]
             start = bool(items) and items[0] == _RAnchor("^")
             if start:
                 items = items[1:]
@@ -103,7 +128,19 @@ class _ScalarRules(RuleSet):
             if end:
                 items = items[:-1]
             if any(self.has_anchor(x) for x in items):
-                raise _fail(f"pattern {pattern!r}: '^'/'$' are only supported at the very start/end", pointer)
+                self.relax(
+                    "pattern",
+                    pointer,
+                    f"pattern {pattern!r}: '^'/'$' are only supported at the very start/end",
+                )
+                return None
+            if bounded:
+                # A whole-string match is one kind of search match (narrower); the length bounds are
+                # then met by adjusting one repetition, or the branch is left out.
+                fitted = _fit_lengths(items, lo, hi)
+                if fitted is None:
+                    continue
+                items, start, end = fitted, True, True
             parts = []
             if not start:
                 parts.append(self.prim("char") + "*")
@@ -113,6 +150,8 @@ class _ScalarRules(RuleSet):
             if not end:
                 parts.append(self.prim("char") + "*")
             alts.append(" ".join(parts) if parts else '""')
+        if not alts:
+            return None
         inner = _alt(alts)
         return f'"\\"" {inner} "\\""' if inner != '""' else '"\\"\\""'
 
@@ -186,3 +225,59 @@ class _ScalarRules(RuleSet):
             raise _fail("pattern has an empty character class", "")
         expr = _alt(alts)
         return expr if len(alts) <= 3 else self.add_rule(f"{hint}-chars", expr[2:-2])
+
+
+def _r_len(node: _RNode) -> tuple[int, int | None]:
+    """The shortest and longest (None: unbounded) match of a regex node, in characters."""
+    if isinstance(node, _RSet):
+        return 1, 1
+    if isinstance(node, _RAnchor):
+        return 0, 0
+    if isinstance(node, _RSeq):
+        lo = 0
+        hi: int | None = 0
+        for x in node.items:
+            a, b = _r_len(x)
+            lo += a
+            hi = None if hi is None or b is None else hi + b
+        return lo, hi
+    if isinstance(node, _RAlt):
+        lens = [_r_len(x) for x in node.items]
+        his = [b for _, b in lens]
+        return min(a for a, _ in lens), None if None in his else max(b for b in his if b is not None)
+    assert isinstance(node, _RRep)
+    a, b = _r_len(node.item)
+    return a * node.lo, None if node.hi is None or b is None else b * node.hi
+
+
+def _fit_lengths(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] | None:
+    """`items` (a whole-string match) with one repetition's count bounded so that every match has
+    lo..hi characters; None if no single repetition can do it."""
+    lens = [_r_len(x) for x in items]
+    t_lo = sum(a for a, _ in lens)
+    t_hi = None if any(b is None for _, b in lens) else sum(b for _, b in lens if b is not None)
+    if t_lo >= lo and (hi is None or (t_hi is not None and t_hi <= hi)):
+        return items
+    for i, x in enumerate(items):
+        if not isinstance(x, _RRep):
+            continue
+        o_lo = t_lo - lens[i][0]
+        rest_hi = [bb for j, (_, bb) in enumerate(lens) if j != i]
+        if any(bb is None for bb in rest_hi):
+            continue
+        o_hi = sum(bb for bb in rest_hi if bb is not None)
+        if x.hi == 1:  # an optional group: fit what is inside it (present whenever the rest is too short)
+            inner_items: list[_RNode] = list(x.item.items) if isinstance(x.item, _RSeq) else [x.item]
+            inner = _fit_lengths(inner_items, max(0, lo - o_lo), None if hi is None else hi - o_hi)
+            if inner is not None:
+                return [*items[:i], _RRep(_RSeq(tuple(inner)), x.lo if o_lo >= lo else 1, 1), *items[i + 1 :]]
+            continue
+        a, b = _r_len(x.item)
+        if a != b or a == 0:
+            continue
+        c_lo = max(x.lo, -(-(lo - o_lo) // a) if lo > o_lo else 0)
+        c_hi = x.hi if hi is None else (hi - o_hi) // a if x.hi is None else min(x.hi, (hi - o_hi) // a)
+        if c_hi is not None and c_lo > c_hi:
+            continue
+        return [*items[:i], _RRep(x.item, c_lo, c_hi), *items[i + 1 :]]
+    return None

@@ -17,12 +17,15 @@ _ANNOTATIONS = frozenset(
     " $dynamicAnchor $recursiveAnchor $comment $vocabulary contentMediaType contentEncoding"
     " contentSchema $defs definitions".split()
 )
-_UNSUPPORTED = frozenset(
-    "not if then else patternProperties propertyNames dependentRequired dependentSchemas"
-    " dependencies unevaluatedProperties unevaluatedItems contains minContains maxContains"
-    " maxProperties multipleOf $dynamicRef $recursiveRef".split()
+# Keywords no grammar here enforces: ignored while generating (the result is then validated), or
+# refused in strict mode.
+_UNENFORCED = frozenset(
+    "not propertyNames unevaluatedProperties unevaluatedItems contains minContains maxContains"
+    " multipleOf $dynamicRef $recursiveRef".split()
 )
-_COMBINATORS = frozenset({"allOf", "anyOf", "oneOf", "$ref"})
+_COMBINATORS = frozenset(
+    {"allOf", "anyOf", "oneOf", "$ref", "if", "then", "else", "dependentSchemas", "dependencies"}
+)
 _FAMILY_OF = {
     "properties": "object",
     "required": "object",
@@ -32,6 +35,11 @@ _FAMILY_OF = {
     "additionalItems": "array",
     "minItems": "array",
     "maxItems": "array",
+    "uniqueItems": "array",
+    "patternProperties": "object",
+    "minProperties": "object",
+    "maxProperties": "object",
+    "dependentRequired": "object",
     "minLength": "string",
     "maxLength": "string",
     "pattern": "string",
@@ -137,6 +145,12 @@ class _Plain:
     items: list[_Loc] = field(default_factory=list)
     min_items: int = 0
     max_items: int | None = None
+    unique: bool = False
+    pattern_props: list[tuple[str, _Loc]] = field(default_factory=list)
+    min_props: int = 0
+    max_props: int | None = None
+    dep_required: dict[str, list[str]] = field(default_factory=dict)
+    unenforced: list[tuple[str, str]] = field(default_factory=list)  # (keyword, pointer)
 
 
 def _nonneg_int(value: Any, key: str, pointer: str) -> int:
@@ -176,8 +190,9 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
         kp = _ptr(pointer, key)
         if key in _ANNOTATIONS or key in _COMBINATORS:
             continue
-        if key in _UNSUPPORTED:
-            raise _fail(f"JSON Schema keyword '{key}' is not supported", kp)
+        if key in _UNENFORCED:
+            p.unenforced.append((key, kp))
+            continue
         if key in _FAMILY_OF:
             p.families.add(_FAMILY_OF[key])
         if key == "type":
@@ -255,12 +270,28 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
         elif key == "additionalItems":
             continue  # handled with a list-valued 'items'; ignored otherwise, as JSON Schema does
         elif key == "uniqueItems":
-            if value is True:
-                raise _fail("'uniqueItems: true' is not supported", kp)
+            if not isinstance(value, bool):
+                raise _fail("'uniqueItems' must be a boolean", kp)
+            p.unique = value
         elif key == "minProperties":
-            if _nonneg_int(value, key, kp) > 0:
-                raise _fail("'minProperties' is not supported", kp)
+            p.min_props = _nonneg_int(value, key, kp)
+        elif key == "maxProperties":
+            p.max_props = _nonneg_int(value, key, kp)
+        elif key == "patternProperties":
+            if not isinstance(value, dict):
+                raise _fail("'patternProperties' must be an object", kp)
+            p.pattern_props = [(pat, (sub, _ptr(kp, pat))) for pat, sub in value.items()]
+        elif key == "dependentRequired":
+            p.dep_required = _dependent_required(value, kp)
     return p
+
+
+def _dependent_required(value: Any, pointer: str) -> dict[str, list[str]]:
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list) and all(isinstance(x, str) for x in v) for v in value.values()
+    ):
+        raise _fail("'dependentRequired' must map names to arrays of names", pointer)
+    return {k: list(v) for k, v in value.items()}
 
 
 def _merge(parts: tuple[_Plain, ...]) -> _Plain | None:
@@ -305,6 +336,14 @@ def _merge(parts: tuple[_Plain, ...]) -> _Plain | None:
         out.min_items = max(out.min_items, p.min_items)
         if p.max_items is not None:
             out.max_items = p.max_items if out.max_items is None else min(out.max_items, p.max_items)
+        out.unique = out.unique or p.unique
+        out.pattern_props += p.pattern_props
+        out.min_props = max(out.min_props, p.min_props)
+        if p.max_props is not None:
+            out.max_props = p.max_props if out.max_props is None else min(out.max_props, p.max_props)
+        for name, deps in p.dep_required.items():
+            out.dep_required[name] = list(dict.fromkeys([*out.dep_required.get(name, []), *deps]))
+        out.unenforced += p.unenforced
     return out
 
 

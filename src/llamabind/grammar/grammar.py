@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from llamabind.grammar.gbnf import JSON_ARRAY_GBNF, JSON_GBNF, JSON_OBJECT_GBNF, validate_gbnf
 from llamabind.grammar.json_schema import json_schema_to_gbnf
@@ -33,8 +33,16 @@ class Grammar:
             return cls(f.read(), root)
 
     @classmethod
-    def from_json_schema(cls, schema: dict[str, Any] | bool) -> Grammar:
-        return cls(json_schema_to_gbnf(schema))
+    def from_json_schema(
+        cls,
+        schema: dict[str, Any] | bool,
+        *,
+        strict_properties: bool = True,
+        whitespace: Literal["bounded", "compact"] = "bounded",
+    ) -> Grammar:
+        """Exactly the documents valid against `schema` (strict: see `json_schema_to_gbnf`; use
+        `compile_json_schema` for schemas with keywords a grammar cannot enforce)."""
+        return cls(json_schema_to_gbnf(schema, strict_properties=strict_properties, whitespace=whitespace))
 
     @classmethod
     def json(cls) -> Grammar:

@@ -1,63 +1,78 @@
 """JSON Schema → GBNF.
 
-`json_schema_to_gbnf` turns a JSON Schema into a grammar whose every sentence is a JSON
-document valid against the schema. Where a schema cannot be expressed exactly the grammar is
-*narrower*, never wider (for instance object properties come in the order the schema lists
-them, and numbers are written without exponents when they have bounds); where even that is
-not possible the converter raises `SchemaError` naming the keyword and its JSON pointer.
+`compile_json_schema` turns a JSON Schema into a grammar (`CompiledSchema`) whose sentences are
+JSON documents valid against the schema. Where a schema cannot be expressed exactly the grammar
+is *narrower*, never wider (property order, number spellings, the choices listed below); where a
+keyword cannot be enforced by a grammar at all, the grammar enforces the rest, the keyword is
+listed in `CompiledSchema.relaxed`, and `CompiledSchema.errors` validates the generated document
+(with ``jsonschema``, regexes on RE2). ``strict=True`` refuses such schemas instead (`SchemaError`
+naming the keyword and its JSON pointer); `json_schema_to_gbnf` is strict by default, as its text
+carries no validator. docs/JSON_SCHEMA.md has the status of every keyword.
 
-Supported: ``type`` (one or a list), ``enum``, ``const``; objects with ``properties``,
-``required`` (other properties may be omitted; order as given), ``additionalProperties``
-(absent or ``true``: extra properties with any value, after the listed ones; ``false``: none;
-a schema: extra values must match it); arrays with ``items``, ``prefixItems`` (and the older
-array form of ``items`` with ``additionalItems``), ``minItems``, ``maxItems``; ``anyOf``,
-``oneOf`` (treated as ``anyOf``: the branches are not made mutually exclusive), ``allOf``
-(merged, objects included), local ``$ref`` into ``$defs`` / ``definitions`` / anywhere in the
-document (recursion allowed); strings with ``minLength``, ``maxLength``, ``pattern`` (a regex
-subset) and ``format`` date, time, date-time, uuid, email, uri, ipv4; numbers and integers with
-``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum`` (any integer bounds for
-integers; integer-valued bounds for numbers). A schema without ``type`` whose keywords all
-belong to some types (``properties`` → object, ``items`` → array, ...) is treated as those
-types; one without any such keyword, ``{}`` and ``true`` allow any JSON value.
+Defaults that keep models on track (what llama.cpp, OpenAI's strict mode and Outlines do):
 
-Deliberately narrower than the schema: properties only in schema order; names of extra
-properties without escapes (when some names are listed); ``enum``/``const`` values and pattern
-characters spelled as given, not with ``\\u`` escapes; integers without fractions or exponents
-and with at most 16 digits; numbers with at most 16 integer/fraction digits, and without an
-exponent when bounded; no 29 February, leap seconds or lowercase ``t``/``z`` in dates and
-times; ``\\d``, ``\\w``, ``\\s`` and their negations in patterns are ASCII; ``format: uri`` with
-``maxLength`` budgets a 16-character scheme; whitespace between tokens is at most one space or a
-newline plus 20 spaces/tabs, and none before or after the document.
+* **Objects generate only the properties the schema names** (``properties`` and ``required``)
+  unless ``additionalProperties`` is given (``true`` or a schema: extra properties after the named
+  ones; ``false``: none). Output stays valid — omitting allowed extras is always valid — and a small
+  model cannot wander off inventing keys. ``strict_properties=False`` restores the permissive
+  reading (an object without ``additionalProperties`` takes any extra property). An object that
+  names no property at all (``{"type": "object"}``) allows any members.
+* **Properties come in schema order.**
+* **Whitespace is bounded** as llama.cpp bounds it: between tokens at most one space, or one
+  newline plus up to 20 spaces/tabs, and none around the document. ``whitespace="compact"`` allows
+  none at all (tool-call arguments use it).
 
-Ignored: annotations (title, description, examples, default, deprecated, readOnly, writeOnly,
-$schema, $id, $anchor, $comment, content*), ``format`` on non-strings, ``uniqueItems: false``,
-and keywords JSON Schema does not define. Raising: not, if/then/else, patternProperties,
-propertyNames, dependentRequired/dependentSchemas/dependencies, unevaluated*, contains,
-min/maxContains, maxProperties, minProperties > 0, multipleOf, uniqueItems: true,
-$dynamicRef/$recursiveRef, remote or anchor ``$ref``, other string formats, ``pattern``
-together with minLength/maxLength or a format, regex features outside the subset (lookaround,
-backreferences, ``\\b``, flags, Unicode properties, anchors inside the pattern), number bounds
-that are not integers, schemas no value satisfies, and ``$ref`` cycles that consume no input.
+Narrowings: ``patternProperties`` apply to the named properties whose names match (extra keys
+from a single pattern when nothing is named); ``dependentRequired``/``dependencies`` make the
+dependencies of a named property required; a ``dependentSchemas`` entry applies when its property
+is required, else that property is left out; ``minProperties`` makes optional properties required
+in schema order, ``maxProperties`` keeps the first ones; ``if``/``then``/``else`` generates
+(if ∧ then) or else when no value can satisfy both 'if' and 'else', otherwise (if ∧ then);
+``uniqueItems`` over enumerated items (enum/const, booleans, null; up to 24 values) generates
+each value at most once, in the listed order; a ``pattern`` with ``minLength``/``maxLength`` is
+matched as a whole string with one repetition's count bounded; number bounds that are not
+integers are rounded inwards; ``format`` is an annotation: date, time, date-time, uuid, email, uri,
+ipv4 are generated when they fit the length bounds, other formats leave the string free;
+properties only in schema order; names of extra properties without escapes; ``enum``/``const``
+values and pattern characters spelled as given; integers with at most 16 digits; numbers with at
+most 16 integer/fraction digits, without an exponent when bounded; no 29 February, leap seconds or
+lowercase ``t``/``z``; ``\\d``, ``\\w``, ``\\s`` and their negations are ASCII.
+
+Not enforced by the grammar (validated after generation; refused in strict mode): ``not``,
+``multipleOf``, ``contains``/``minContains``/``maxContains``, ``propertyNames``,
+``unevaluatedProperties``/``unevaluatedItems``, ``$dynamicRef``/``$recursiveRef``, overlapping
+``oneOf`` branches (generated as ``anyOf``), ``uniqueItems`` over other items, ``patternProperties``
+together with extra properties, a ``pattern`` with regex features outside the grammar's subset (but
+within RE2's) or with length bounds no single repetition meets, ``else`` when 'if' and 'then' can
+never hold together.
+
+Always refused: remote or anchor ``$ref``, patterns RE2 cannot match in linear time (lookaround,
+backreferences), schemas no value satisfies, ``$ref`` cycles that consume no input, and schemas
+beyond the size limits (100 000 nodes or 1 000 000 characters of strings; allOf/anyOf/oneOf
+combinations expanding to more than 4096 alternatives at one place or 200 000 steps in all).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import re
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
 from urllib.parse import unquote
 
 from llamabind.errors import GrammarError, SchemaError
 from llamabind.grammar.gbnf import validate_gbnf
 
-from ._emit import _MAX_ALTERNATIVES, _PRIMITIVES, _alt, _cls, _fail, _json_text, _lit, _ptr, _ungroup
-from ._regex import _subtract
-from ._scalars import _ScalarRules
+from ._containers import _ContainerRules
+from ._emit import _MAX_ALTERNATIVES, _PRIMITIVES, _alt, _fail, _json_text, _lit, _ptr, _ungroup
 from ._schema import (
     _ANNOTATIONS,
     _TYPES,
     _base_plain,
     _canonical,
+    _dependent_required,
     _is_number,
     _json_type_ok,
     _Loc,
@@ -66,14 +81,50 @@ from ._schema import (
     _Unsatisfiable,
     _value_types,
 )
+from ._validate import SchemaValidator, linear_regex
+
+__all__ = ["CompiledSchema", "compile_json_schema", "json_schema_to_gbnf"]
+
+_MAX_PRODUCT = 4096
+_MAX_WORK = 200_000
+_MAX_NODES = 100_000
+_MAX_CHARS = 1_000_000
+
+Whitespace = Literal["bounded", "compact"]
 
 
-class _Converter(_ScalarRules):
-    def __init__(self, schema: dict[str, Any] | bool) -> None:
-        super().__init__()
+class _Converter(_ContainerRules):
+    def __init__(
+        self, schema: dict[str, Any] | bool, *, strict: bool, strict_properties: bool, compact: bool
+    ) -> None:
+        super().__init__(compact)
         self.schema = schema
+        self.strict = strict
+        self.strict_properties = strict_properties
+        self.relaxed: dict[str, None] = {}
+        self.work = 0
         self.ref_names: dict[str, str] = {}
         self.left_open: set[str] = set()  # $ref targets entered with no input consumed yet
+
+    def relax(self, keyword: str, pointer: str, message: str | None = None) -> None:
+        """The grammar leaves ``keyword`` unenforced (validated after generation); strict: raise."""
+        text = message or f"JSON Schema keyword '{keyword}' is not supported"
+        if self.strict:
+            raise _fail(text, pointer)
+        self.relaxed[f"{text} (at JSON pointer '#{pointer}')"] = None
+
+    def product(self, factors: list[list[Any]], pointer: str) -> Iterator[tuple[Any, ...]]:
+        """itertools.product within the expansion budget (a clear error instead of minutes of CPU)."""
+        total = math.prod(len(f) for f in factors)
+        if total > _MAX_PRODUCT:
+            raise _fail(
+                f"combination of allOf/anyOf/oneOf expands to {total} alternatives (limit {_MAX_PRODUCT})",
+                pointer,
+            )
+        self.work += total
+        if self.work > _MAX_WORK:
+            raise _fail(f"schema needs more than {_MAX_WORK} combination steps to convert", pointer)
+        return itertools.product(*factors)
 
     # -- references --------------------------------------------------------------------------
 
@@ -141,7 +192,7 @@ class _Converter(_ScalarRules):
                             else [self.expr(subs, hint)]
                         )
         plains: list[_Plain] = []
-        for combo in itertools.product(*[self.dnf(loc) for loc in locs]):
+        for combo in self.product([self.dnf(loc) for loc in locs], locs[0][1]):
             merged = _merge(tuple(itertools.chain.from_iterable(combo)))
             if merged is not None:
                 plains.append(merged)
@@ -194,25 +245,83 @@ class _Converter(_ScalarRules):
                 if comb == "oneOf":
                     self.check_one_of(branches, pointer)
                 factors.append(list(itertools.chain.from_iterable(branches)))
+        if "if" in schema:
+            cond = self.conditional(schema, pointer)
+            if cond is not None:
+                factors.append(cond)
+        for key in ("dependentSchemas", "dependencies"):
+            if key in schema:
+                factors.extend(self.dependent(schema, key, pointer))
         result: list[list[_Plain]] = []
-        for combo in itertools.product(*factors):
+        for combo in self.product(factors, pointer):
             result.append(list(itertools.chain.from_iterable(combo)))
             if len(result) > _MAX_ALTERNATIVES:
                 raise _fail("combination of allOf/anyOf/oneOf expands to too many alternatives", pointer)
         return result
 
+    # -- if/then/else, dependencies -----------------------------------------------------------
+
+    def conditional(self, schema: dict[str, Any], pointer: str) -> list[list[_Plain]] | None:
+        """``if``/``then``/``else`` as alternatives: (if and then), or else when no value can satisfy
+        both 'if' and 'else' (exact); otherwise (if and then) alone (narrower)."""
+        if "then" not in schema and "else" not in schema:
+            return None
+        if_d = self.dnf((schema["if"], _ptr(pointer, "if")))
+        then_d = (
+            self.dnf((schema["then"], _ptr(pointer, "then"))) if "then" in schema else [[_Plain(pointer)]]
+        )
+        then_branch = [a + b for a, b in self.product([if_d, then_d], pointer)]
+        possible = [c for c in then_branch if _merge(tuple(c)) is not None]
+        if "else" not in schema:
+            if possible:
+                return then_branch
+            self.relax("if", _ptr(pointer, "if"), "'if' that can never hold together with 'then'")
+            return [[_Plain(pointer)]]
+        else_d = self.dnf((schema["else"], _ptr(pointer, "else")))
+        if not possible:
+            self.relax("if", _ptr(pointer, "if"), "'else' branch (the negation of 'if')")
+            return else_d
+        if_plains = [m for c in if_d if (m := _merge(tuple(c))) is not None]
+        else_plains = [m for c in else_d if (m := _merge(tuple(c))) is not None]
+        if all(self.disjoint(a, b) for a in if_plains for b in else_plains):
+            return then_branch + else_d
+        return then_branch
+
+    def dependent(self, schema: dict[str, Any], key: str, pointer: str) -> list[list[list[_Plain]]]:
+        """``dependentSchemas`` / ``dependencies``: a dependent schema applies when its property is
+        required; an optional property with a dependent schema is left out (narrower)."""
+        value = schema[key]
+        kp = _ptr(pointer, key)
+        if not isinstance(value, dict):
+            raise _fail(f"'{key}' must be an object", kp)
+        required = schema.get("required", [])
+        extra = _Plain(pointer)
+        factors: list[list[list[_Plain]]] = [[[extra]]]
+        for name, sub in value.items():
+            if isinstance(sub, list):
+                extra.dep_required.update(_dependent_required({name: sub}, kp))
+            elif isinstance(required, list) and name in required:
+                factors.append(self.dnf((sub, _ptr(kp, name))))
+            else:
+                extra.properties[name] = [(False, _ptr(kp, name))]
+        return factors
+
     # -- oneOf --------------------------------------------------------------------------------
 
     def check_one_of(self, branches: list[list[list[_Plain]]], pointer: str) -> None:
-        """Raise unless no value can match two branches: a grammar cannot express "exactly one"."""
+        """Whether no value can match two branches: a grammar cannot express "exactly one", so
+        overlapping branches are generated as 'anyOf' and the result validated (strict: raise)."""
         plains = [[m for c in b if (m := _merge(tuple(c))) is not None] for b in branches]
         for i, j in itertools.combinations(range(len(plains)), 2):
+            self.work += len(plains[i]) * len(plains[j])
             if not all(self.disjoint(p, q) for p in plains[i] for q in plains[j]):
-                raise _fail(
+                self.relax(
+                    "oneOf",
+                    _ptr(pointer, "oneOf"),
                     f"'oneOf' branches {i} and {j} may both match the same value, which would make it "
                     "invalid; a grammar cannot exclude that (use 'anyOf' if the overlap is acceptable)",
-                    _ptr(pointer, "oneOf"),
                 )
+                return
 
     def disjoint(self, p: _Plain, q: _Plain) -> bool:
         """Whether no value can satisfy both `p` and `q` (False when that cannot be shown)."""
@@ -230,7 +339,7 @@ class _Converter(_ScalarRules):
                 except SchemaError:
                     pass
         if common <= {"object"}:
-            for n in set(p.required) & set(q.required):
+            for n in set(p.required) | set(q.required):  # present in every value both allow
                 vp, vq = self.const_values(p, n), self.const_values(q, n)
                 if vp is not None and vq is not None and not vp & vq:
                     return True
@@ -255,7 +364,7 @@ class _Converter(_ScalarRules):
             return None
         try:
             out: set[str] = set()
-            for combo in itertools.product(*[self.dnf(loc) for loc in locs]):
+            for combo in self.product([self.dnf(loc) for loc in locs], p.pointer):
                 merged = _merge(tuple(itertools.chain.from_iterable(combo)))
                 if merged is None:
                     continue
@@ -267,6 +376,8 @@ class _Converter(_ScalarRules):
             return None
 
     def plain_expr(self, p: _Plain, hint: str) -> str:
+        for keyword, pointer in p.unenforced:
+            self.relax(keyword, pointer)
         if p.enum is not None:
             return self.enum_expr(p)
         types = p.types
@@ -326,12 +437,10 @@ class _Converter(_ScalarRules):
     def value_ok(self, v: Any, p: _Plain) -> bool:
         if p.types is not None and not any(_json_type_ok(v, t) for t in p.types):
             return False
-        if isinstance(v, str):
-            if p.formats:
-                raise _fail("'enum'/'const' combined with 'format' is not supported", p.formats[0][1])
+        if isinstance(v, str):  # 'format' is an annotation
             if len(v) < p.min_length or (p.max_length is not None and len(v) > p.max_length):
                 return False
-            return all(re.search(pat, v) for pat, _ in p.patterns)
+            return all(linear_regex(pat, ptr).search(v) is not None for pat, ptr in p.patterns)
         if _is_number(v):
             if p.lower and (v < p.lower[0] or (p.lower[1] and v == p.lower[0])):
                 return False
@@ -348,162 +457,74 @@ class _Converter(_ScalarRules):
             return all(k in v for k in p.required)
         return True
 
-    # -- numbers -----------------------------------------------------------------------------
 
-    # -- arrays ------------------------------------------------------------------------------
-
-    def array_expr(self, p: _Plain, hint: str) -> str:
-        ws = self.ws()
-        saved, self.left_open = self.left_open, set()
-        try:
-            lo, hi = p.min_items, p.max_items
-            k = len(p.prefix)
-            rest_false = any(s is False for s, _ in p.items)
-            if rest_false:
-                hi = k if hi is None else min(hi, k)
-            if hi is not None and lo > hi:
-                raise _Unsatisfiable(_fail("'minItems' cannot be met", p.pointer))
-            if hi == 0:
-                return f'"[" {ws} "]"'
-            sep = f'{ws} "," {ws}'
-
-            def item(i: int) -> str:
-                if i < k:
-                    return self.atom(p.prefix[i], f"{hint}-{i}")
-                return self.atom(p.items, f"{hint}-item") if p.items else self.prim("value")
-
-            def seq_from(i: int) -> str:
-                if hi is not None and i >= hi:
-                    return ""
-                if i < k:
-                    piece = " ".join(x for x in ((sep if i else ""), item(i), seq_from(i + 1)) if x)
-                    return piece if i == 0 or i < lo else f"( {piece} )?"
-                rest = item(i)
-                if i == 0:
-                    more = self.rep(
-                        f"{sep} {rest}", max(lo - 1, 0), None if hi is None else hi - 1, hint, p.pointer
-                    )
-                    return f"{rest} {more}".strip()
-                return self.rep(
-                    f"{sep} {rest}", max(lo - i, 0), None if hi is None else hi - i, hint, p.pointer
-                )
-
-            body = seq_from(0)
-            if lo == 0:
-                return f'"[" {ws} ( {body} {ws} )? "]"'
-            return f'"[" {ws} {body} {ws} "]"'
-        finally:
-            self.left_open = saved
-
-    # -- objects -----------------------------------------------------------------------------
-
-    def object_expr(self, p: _Plain, hint: str) -> str:
-        ws = self.ws()
-        saved, self.left_open = self.left_open, set()
-        try:
-            return self._object_expr(p, hint, ws)
-        finally:
-            self.left_open = saved
-
-    def _object_expr(self, p: _Plain, hint: str, ws: str) -> str:
-        no_extra = any(s is False for s, _ in p.additional)
-        props: list[tuple[str, list[_Loc]]] = []
-        for name, locs in p.properties.items():
-            if any(s is False for s, _ in locs):
-                if name in p.required:
-                    raise _Unsatisfiable(_fail(f"required property {name!r} is not allowed", p.pointer))
-                continue
-            props.append((name, locs))
-        for name in p.required:
-            if name not in p.properties:
-                if no_extra:
-                    raise _Unsatisfiable(_fail(f"required property {name!r} is not allowed", p.pointer))
-                props.append((name, p.additional))
-        known = set(p.properties) | set(p.required)
-        sep = f'{ws} "," {ws}'
-
-        def kv(name: str, locs: list[_Loc]) -> str:
-            value = self.atom(locs, f"{hint}-{name}") if locs else self.prim("value")
-            return f'{_lit(_json_text(name))} {ws} ":" {ws} {value}'
-
-        pieces = [kv(n, locs) for n, locs in props]
-        required = [n in p.required for n, _ in props]
-        extra = ""
-        if not no_extra:
-            value = self.atom(p.additional, f"{hint}-additional") if p.additional else self.prim("value")
-            key = self.add_rule(f"{hint}-extra-key", self.key_not_in(known))
-            extra = self.add_rule(f"{hint}-extra", f'{key} {ws} ":" {ws} {value}')
-        n = len(props)
-        extras_after = f"( {sep} {extra} )*" if extra else ""
-        first_required = next((i for i, r in enumerate(required) if r), n)
-        use_chain = first_required > 2
-
-        def piece(i: int) -> str:
-            return f"{sep} {pieces[i]}" if required[i] else f"( {sep} {pieces[i]} )?"
-
-        tails: dict[int, str] = {}
-
-        def tail(i: int) -> str:
-            if not use_chain:
-                return " ".join(x for x in [*(piece(j) for j in range(i, n)), extras_after] if x)
-            if i == n:
-                return extras_after
-            if i not in tails:
-                rest = tail(i + 1)
-                tails[i] = self.add_rule(f"{hint}-after-{props[i][0]}", f"{piece(i)} {rest}".strip())
-            return tails[i]
-
-        alts = []
-        for i in range(min(first_required + 1, n)):
-            alts.append(f"{pieces[i]} {tail(i + 1)}".strip())
-        nullable = first_required == n
-        if nullable and extra:
-            alts.append(f"{extra} {extras_after}")
-        if not alts:
-            return f'"{{" {ws} "}}"'
-        body = _alt(alts)
-        if nullable:
-            return f'"{{" {ws} ( {body} {ws} )? "}}"'
-        return f'"{{" {ws} {body} {ws} "}}"'
-
-    def key_not_in(self, names: set[str]) -> str:
-        """A JSON string (no escapes) that is none of `names`."""
-        raw_ok = [n for n in names if not any(c in '"\\' or ord(c) < 0x20 for c in n)]
-        if not names:
-            return self.prim("string")
-        kc = self.prim("keychar")
-        trie: dict[str, Any] = {}
-        for name in raw_ok:
-            node = trie
-            for c in name:
-                node = node.setdefault(c, {})
-            node[""] = {}
-
-        def build(node: dict[str, Any]) -> str:
-            alts = []
-            if "" not in node:
-                alts.append('""')
-            children = sorted(c for c in node if c)
-            for c in children:
-                alts.append(f"{_lit(c)} {build(node[c])}")
-            others = _subtract(
-                ((0x20, 0x10FFFF),), ((0x22, 0x22), (0x5C, 0x5C), *((ord(c), ord(c)) for c in children))
+def _check_size(schema: Any) -> None:
+    """Bound the work: at most _MAX_NODES values and _MAX_CHARS characters of strings."""
+    nodes = chars = 0
+    stack = [schema]
+    while stack:
+        v = stack.pop()
+        nodes += 1
+        if isinstance(v, dict):
+            stack.extend(v.values())
+            chars += sum(len(k) for k in v if isinstance(k, str))
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            chars += len(v)
+        if nodes > _MAX_NODES or chars > _MAX_CHARS:
+            raise SchemaError(
+                f"schema is too large (limits: {_MAX_NODES} values, {_MAX_CHARS} characters of strings)"
             )
-            alts.append(f"{_cls(list(others))} {kc}*")
-            return _alt(alts)
-
-        return f'"\\"" {build(trie)} "\\""'
 
 
-def json_schema_to_gbnf(schema: dict[str, Any] | bool) -> str:
-    """A GBNF grammar (start rule ``root``) for JSON documents valid against `schema`.
+@dataclass
+class CompiledSchema:
+    """A JSON schema's grammar and what it leaves to validation.
 
-    Raises `SchemaError` (naming the keyword and its JSON pointer) for schemas that use a
-    feature this converter cannot express, or that no value satisfies.
+    ``gbnf``: the grammar (start rule ``root``); ``relaxed``: the keywords the grammar does not
+    enforce, with their JSON pointers (empty: every sentence of the grammar is valid);
+    :meth:`errors` validates a generated document.
+    """
+
+    schema: Any
+    gbnf: str
+    relaxed: tuple[str, ...] = ()
+    _validator: SchemaValidator | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def exact(self) -> bool:
+        return not self.relaxed
+
+    def errors(self, text: str) -> list[str]:
+        """Why generated JSON text is not valid for the schema (empty when it is)."""
+        if self._validator is None:
+            self._validator = SchemaValidator(self.schema)
+        return self._validator.text_errors(text)
+
+
+def compile_json_schema(
+    schema: dict[str, Any] | bool,
+    *,
+    strict: bool = False,
+    strict_properties: bool = True,
+    whitespace: Whitespace = "bounded",
+) -> CompiledSchema:
+    """Convert `schema` (see the module doc for the defaults and what each keyword does).
+
+    ``strict``: refuse keywords the grammar cannot enforce instead of listing them in
+    ``relaxed``; ``strict_properties=False``: objects without ``additionalProperties`` also take
+    extra properties; ``whitespace``: ``"bounded"`` (llama.cpp's bound) or ``"compact"`` (none).
+    Raises `SchemaError` naming the keyword and its JSON pointer.
     """
     if not isinstance(schema, (dict, bool)):
         raise SchemaError(f"a JSON schema must be an object or a boolean, not {type(schema).__name__}")
-    conv = _Converter(schema)
+    if whitespace not in ("bounded", "compact"):
+        raise ValueError(f"whitespace must be 'bounded' or 'compact', not {whitespace!r}")
+    _check_size(schema)
+    conv = _Converter(
+        schema, strict=strict, strict_properties=strict_properties, compact=whitespace == "compact"
+    )
     conv.ref_names[""] = "root"  # '$ref: "#"' is the start rule itself
     conv.left_open.add("")
     try:
@@ -518,4 +539,22 @@ def json_schema_to_gbnf(schema: dict[str, Any] | bool) -> str:
         validate_gbnf(text)
     except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
         raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
-    return text
+    return CompiledSchema(schema, text, tuple(conv.relaxed))
+
+
+def json_schema_to_gbnf(
+    schema: dict[str, Any] | bool,
+    *,
+    strict: bool = True,
+    strict_properties: bool = True,
+    whitespace: Whitespace = "bounded",
+) -> str:
+    """A GBNF grammar (start rule ``root``) for JSON documents valid against `schema`.
+
+    Strict by default: raises `SchemaError` (naming the keyword and its JSON pointer) for schemas
+    that use a keyword the grammar cannot enforce, or that no value satisfies. With
+    ``strict=False`` the grammar may be wider than the schema: use `compile_json_schema` to know.
+    """
+    return compile_json_schema(
+        schema, strict=strict, strict_properties=strict_properties, whitespace=whitespace
+    ).gbnf

@@ -42,6 +42,8 @@ def openai_delta(delta: ChatDelta) -> dict[str, Any]:
         out["reasoning_content"] = delta.reasoning_content
     if delta.tool_calls:
         out["tool_calls"] = [openai_tool_call_delta(t) for t in delta.tool_calls]
+    if delta.schema_errors:
+        out["schema_errors"] = list(delta.schema_errors)
     return out
 
 
@@ -50,6 +52,8 @@ def openai_message(message: ChatMessage) -> dict[str, Any]:
     out: dict[str, Any] = {"role": "assistant", "content": message.content}
     if message.reasoning_content is not None:
         out["reasoning_content"] = message.reasoning_content
+    if message.schema_errors:
+        out["schema_errors"] = list(message.schema_errors)
     if message.tool_calls:
         out["tool_calls"] = [openai_tool_call(c) for c in message.tool_calls]
     return out
