@@ -292,3 +292,35 @@ def test_process_engines_swap(router_server: Callable[..., RunningServer]) -> No
     assert pid_a != pid_b and router.models["smol-a"].state is None
     with srv.http() as h:
         assert "llamabind_engine_ready" in h.get("/metrics").text
+
+
+def test_hub_model_from_the_cache(
+    router_server: Callable[..., RunningServer],
+    models_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A preset's ``hf`` model resolves through the Hub code on first use (offline: the cache)."""
+    cache = tmp_path / "hf"
+    root = cache / "models--owner--Smol-GGUF"
+    commit = "b" * 40
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(commit)
+    (root / "blobs").mkdir()
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True)
+    _link(models_dir / "smol-a.gguf", root / "blobs" / ("c" * 64))
+    os.symlink(os.path.relpath(root / "blobs" / ("c" * 64), snap), snap / "Smol-Q4_1.gguf")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entries = [
+        ModelEntry(name="hub", hf="owner/Smol-GGUF:Q4_1", source="preset"),
+        ModelEntry(name="missing", hf="owner/Nothing-GGUF", source="preset"),
+    ]
+    srv = router_server(entries, models_max=1)
+    assert _ask(srv.client(), "hub")
+    assert _statuses(srv)["hub"]["meta"]["file"] == "Smol-Q4_1.gguf"
+    with pytest.raises(openai.APIStatusError, match="failed to load") as info:
+        _ask(srv.client(), "missing")
+    assert info.value.status_code == 503
+    assert "Nothing-GGUF" in _statuses(srv)["missing"]["meta"]["error"]
