@@ -178,3 +178,5 @@ def test_serve_refuses_a_bad_preset(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert f"{preset}:2: [a] path: file not found" in err
     assert main(["serve", "--models-dir", str(tmp_path / "nowhere")]) == 2
     assert "models directory not found" in capsys.readouterr().err
+    assert main(["serve", "--models-max", "2"]) == 2
+    assert "go with --models-dir" in capsys.readouterr().err

@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -324,3 +327,47 @@ def test_hub_model_from_the_cache(
         _ask(srv.client(), "missing")
     assert info.value.status_code == 503
     assert "Nothing-GGUF" in _statuses(srv)["missing"]["meta"]["error"]
+
+
+def test_serve_command_with_models_dir_and_m(models_dir: Path, model_path: Path) -> None:
+    """``llamabind serve --models-dir D -m MODEL --models-max 1``: -m's model loads at startup and
+    serves requests that name no model; the directory's models load on demand."""
+    from helpers_core import free_port
+
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "llamabind", "serve", "--models-dir", str(models_dir), "-m", str(model_path),
+        "-a", "main", "--models-max", "1", "--port", str(port), "--engine", "process", "-np", "1",
+        "-c", "512", "--temp", "0", "--no-webui",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as h:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the server did not start"
+                try:
+                    health = h.get("/health").json()
+                    if health.get("models", {}).get("main") == "loaded":
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.2)
+            assert health["models"] == {
+                "main": "loaded",
+                "broken": "unloaded",
+                "smol-a": "unloaded",
+                "smol-b": "unloaded",
+            }
+            r = h.post("/v1/completions", json={"prompt": "The sky is", "max_tokens": 3})
+            assert r.status_code == 200 and r.json()["model"] == "main"
+        client = openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0)
+        r2 = client.completions.create(model="smol-b", prompt="The sky is", max_tokens=3)
+        assert r2.model == "smol-b" and r2.choices[0].text == r.json()["choices"][0]["text"]
+        statuses = {m.id: m.model_extra["status"] for m in client.models.list().data}  # type: ignore[index]
+        assert statuses["smol-b"] == "loaded" and statuses["main"] == "unloaded"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

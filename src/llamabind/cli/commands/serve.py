@@ -330,6 +330,8 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     if is_router(args):
         return _run_router(args, config)
+    if args.models_max is not None or args.models_ttl is not None:
+        raise UsageError("--models-max and --models-ttl go with --models-dir or --models-preset")
     path = resolve_model_path(args)  # resolve (and download) before the port opens
     args.model, args.hf = str(path), None
     config.mmproj = projector_path(args, path)
