@@ -40,6 +40,7 @@ __all__ = [
     "parse_presets",
     "parse_presets_text",
     "scan_models_dir",
+    "shard_files",
 ]
 
 Role = Literal["generation", "embedding", "rerank"]
@@ -162,6 +163,15 @@ def scan_models_dir(directory: Path | str) -> list[ModelEntry]:
                 )
             )
     return entries
+
+
+def shard_files(first: Path) -> list[Path]:
+    """Every shard of a split model given its first shard (else the file itself)."""
+    match = _SHARD_RE.match(first.name)
+    if match is None:
+        return [first]
+    n = match.group("n")
+    return [first.with_name(f"{match.group('base')}-{i:05d}-of-{n}.gguf") for i in range(1, int(n) + 1)]
 
 
 # ----------------------------------------------------------------------------- --models-preset

@@ -15,14 +15,14 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .errors import APIError
-from .model_registry import ModelEntry, check_unique_names
+from .model_registry import ModelEntry, check_unique_names, shard_files
 from .state import ServerState
 
 __all__ = ["LeaseMiddleware", "ModelRouter", "ModelStatus", "RoutedModel"]
@@ -315,7 +315,7 @@ def _describe(m: RoutedModel, created: int) -> dict[str, Any]:
         meta["file"] = e.path.name
         meta["path"] = str(e.path)
         meta["quant"] = quant_tag(e.path.name)
-        meta["size_on_disk"] = sum(p.stat().st_size for p in _files_of(e.path) if p.is_file())
+        meta["size_on_disk"] = sum(p.stat().st_size for p in shard_files(e.path) if p.is_file())
     if e.hf is not None:
         meta["hf"] = e.hf
     if e.mmproj:
@@ -347,17 +347,6 @@ def _describe(m: RoutedModel, created: int) -> dict[str, Any]:
         "aliases": [n for n in e.names if n != m.name],
         "meta": meta,
     }
-
-
-def _files_of(first: Any) -> Iterable[Any]:
-    """Every shard of a split model given its first shard (else the file itself)."""
-    from .model_registry import _SHARD_RE
-
-    match = _SHARD_RE.match(first.name)
-    if match is None:
-        return [first]
-    n = match.group("n")
-    return [first.with_name(f"{match.group('base')}-{i:05d}-of-{n}.gguf") for i in range(1, int(n) + 1)]
 
 
 class LeaseMiddleware:

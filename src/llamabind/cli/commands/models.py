@@ -103,8 +103,7 @@ def cache_models() -> list[LocalModel]:
 
 def dir_models(directory: str) -> list[LocalModel]:
     from ...hub import quant_tag
-    from ...server.model_registry import scan_models_dir
-    from ...server.router import _files_of
+    from ...server.model_registry import scan_models_dir, shard_files
 
     try:
         entries = scan_models_dir(directory)
@@ -113,7 +112,7 @@ def dir_models(directory: str) -> list[LocalModel]:
     out = []
     for e in entries:
         assert e.path is not None
-        shards = [p for p in _files_of(e.path) if p.is_file()]
+        shards = [p for p in shard_files(e.path) if p.is_file()]
         out.append(
             LocalModel(
                 name=e.name,
