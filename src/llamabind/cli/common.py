@@ -19,6 +19,7 @@ __all__ = [
     "add_sampling_args",
     "context_params",
     "load_model",
+    "model_params",
     "resolve_model_path",
     "sampling_params",
 ]
@@ -198,8 +199,10 @@ def resolve_model_path(args: argparse.Namespace) -> Path:
     return default_model_path()
 
 
-def load_model(args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: bool | None = None) -> Model:
-    path = resolve_model_path(args)
+def model_params(
+    args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: bool | None = None
+) -> ModelParams:
+    """How the flags (--n-gpu-layers, --tensor-split, --override-kv, --rpc …) load a model."""
     overrides = dict(_parse_override(o) for o in getattr(args, "override_kv", []) or [])
     tensor_split = None
     if getattr(args, "tensor_split", None):
@@ -210,7 +213,7 @@ def load_model(args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: 
                 f"--tensor-split {args.tensor_split!r}: expected comma-separated numbers"
             ) from None
     rpc = [s for s in (getattr(args, "rpc", None) or "").split(",") if s.strip()]
-    params = ModelParams(
+    return ModelParams(
         n_gpu_layers=getattr(args, "n_gpu_layers", None),
         main_gpu=getattr(args, "main_gpu", None),
         split_mode=getattr(args, "split_mode", None),
@@ -222,6 +225,11 @@ def load_model(args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: 
         rpc_servers=rpc,
         load_mtp=load_mtp,
     )
+
+
+def load_model(args: argparse.Namespace, *, vocab_only: bool = False, load_mtp: bool | None = None) -> Model:
+    path = resolve_model_path(args)
+    params = model_params(args, vocab_only=vocab_only, load_mtp=load_mtp)
     model = Model(path, params)
     model.cli_loras = []  # type: ignore[attr-defined]
     for spec in getattr(args, "lora", []) or []:

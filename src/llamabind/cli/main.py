@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "incremental-chat": "incremental_chat",
     "info": "info",
     "merge": "split",
+    "models": "models",
     "mtmd": "mtmd",
     "quantize": "quantize",
     "rpc-server": "rpc_server",

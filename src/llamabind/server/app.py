@@ -11,10 +11,11 @@ generation in the scheduler's engine thread.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from ..core import Model
+from ..core import Model, ModelParams
 from ..engine import EngineSpec
 from ..engine.process import model_reloader
 from .common import Holder
@@ -33,6 +34,9 @@ from .errors import APIError, error_body, error_from_exception
 from .files import FileStore, create_files_router
 from .limits import LimitsMiddleware
 from .middleware import ANTHROPIC_PATHS, AuthAndMetricsMiddleware, route_labeler
+from .model_registry import ModelEntry
+from .router import LeaseMiddleware, ModelRouter
+from .router_build import StateBuilder
 from .routes import admin, anthropic, chat, completions, embeddings, ollama, responses, tokens
 from .state import ServerState
 from .webui import mount_webui
@@ -42,6 +46,12 @@ __all__ = ["create_app"]
 log = logging.getLogger("llamabind.server")
 
 ModelSource = Model | Callable[[], Model]
+
+
+async def _preload(router: ModelRouter, name: str) -> None:
+    """Load a model at startup (a failure is the model's status, not the server's)."""
+    with contextlib.suppress(APIError):
+        await router.load(name)
 
 
 def validation_error_body(exc: RequestValidationError) -> dict[str, object]:
@@ -84,16 +94,49 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(err.body(), status_code=err.status)
 
 
-def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAPI:
+def create_app(
+    model: ModelSource | None, config: ServerConfig | None = None, *, models: Sequence[ModelEntry] = ()
+) -> FastAPI:
     """The OpenAI-compatible app over ``model`` (a loaded Model, which the caller keeps owning, or a
     zero-argument loader run in a background thread at startup, whose Model the app closes).
 
     The scheduler (one context, ``config.scheduler.parallel`` slots) starts with the app's lifespan
     and stops with it.
+
+    With ``models`` (and ``model`` None) the app is a *router*: requests route by their ``model``
+    field to those models, each loaded on first use (``config.models_max`` at once, idle ones
+    unloaded after ``config.models_ttl`` seconds; see :class:`~.router.ModelRouter`). Entries whose
+    ``source`` is ``"cli"`` are loaded at startup, and the first of them serves requests that name
+    no model.
     """
     cfg = config or ServerConfig()
-    holder = Holder(cfg)
-    if cfg.engine == "process" and not isinstance(model, Model) and cfg.vocab_loader is None:
+    files = FileStore(
+        max_file_bytes=cfg.files_max_bytes,
+        max_total_bytes=cfg.files_max_total_bytes,
+        max_files=cfg.files_max_count,
+    )
+    model_router: ModelRouter | None = None
+    if models:
+        if model is not None:
+            raise ValueError("give either a model or router models, not both")
+        builder = StateBuilder(cfg, cfg.model_params or ModelParams(), files)
+        preload = [e.name for e in models if e.source == "cli"]
+        model_router = ModelRouter(
+            models,
+            builder,
+            max_loaded=cfg.models_max,
+            ttl=cfg.models_ttl,
+            default=preload[0] if preload else None,
+        )
+    elif model is None:
+        raise ValueError("create_app needs a model (or router models)")
+    holder = Holder(cfg, model_router)
+    if (
+        cfg.engine == "process"
+        and model_router is None
+        and not isinstance(model, Model)
+        and cfg.vocab_loader is None
+    ):
         raise ValueError("engine='process' with a model loader needs config.vocab_loader")
 
     def engine_spec(m: Model) -> EngineSpec | None:
@@ -101,6 +144,7 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
         if cfg.engine != "process":
             return None
         loader = model if not isinstance(model, Model) else model_reloader(m)
+        assert loader is not None
         return EngineSpec(
             loader,
             cfg.scheduler,
@@ -109,12 +153,6 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
             embeddings_n_ctx=cfg.embeddings_n_ctx,
             embeddings_n_seq=cfg.embeddings_n_seq,
         )
-
-    files = FileStore(
-        max_file_bytes=cfg.files_max_bytes,
-        max_total_bytes=cfg.files_max_total_bytes,
-        max_files=cfg.files_max_count,
-    )
 
     def build(m: Model, owns: bool) -> None:
         try:
@@ -141,7 +179,25 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
         build(m, True)
 
     @contextlib.asynccontextmanager
+    async def router_lifespan(app: FastAPI) -> AsyncIterator[None]:
+        assert model_router is not None
+        tasks = [asyncio.create_task(model_router.run_ttl(), name="llamabind-models-ttl")]
+        for name in preload:
+            tasks.append(asyncio.create_task(_preload(model_router, name), name=f"llamabind-load-{name}"))
+        try:
+            yield
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await model_router.close_all()
+
+    @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if model_router is not None:
+            async with router_lifespan(app):
+                yield
+            return
         loader: threading.Thread | None = None
         if isinstance(model, Model):
             if holder.state is None and holder.error is None:
@@ -181,9 +237,12 @@ def create_app(model: ModelSource, config: ServerConfig | None = None) -> FastAP
     app.include_router(responses.router(holder))
     app.include_router(ollama.router(holder))
 
-    # middleware (last = outermost); the metrics label set is the app's own routes. The limits
+    # middleware (last = outermost); a router's leases are innermost (they end with the response);
+    # the metrics label set is the app's own routes. The limits
     # (body size, content type, JSON nesting) run after the API-key check, before any parsing.
     label = route_labeler(lambda: app.routes)
+    if model_router is not None:
+        app.add_middleware(LeaseMiddleware, router=lambda: model_router)
     app.add_middleware(
         LimitsMiddleware,
         limits=cfg.limits,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -18,22 +18,53 @@ from .metrics import Metrics
 from .schemas import SamplingFields
 from .state import RequestGroup, ServerState
 
+if TYPE_CHECKING:
+    from .router import ModelRouter
+
 __all__ = ["FINGERPRINT", "Holder", "check_model", "check_n", "collect", "usage_of"]
 
 FINGERPRINT = f"llamabind-{__version__}"
 
 
 class Holder:
-    """The server state once the model is loaded (``/health`` reports loading until then)."""
+    """The server state once the model is loaded (``/health`` reports loading until then), or, on
+    a router server, the :class:`~.router.ModelRouter` of its models (``router``)."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, router: ModelRouter | None = None) -> None:
         self.config = config
+        self.router = router
         self.state: ServerState | None = None
         self.error: BaseException | None = None
         self.closed = False
-        self.metrics = Metrics(lambda: self.state.scheduler if self.state is not None else None)
+        self.metrics = Metrics(
+            lambda: self.state.scheduler if self.state is not None else None,
+            models=(lambda: [(n, s.scheduler) for n, s in router.loaded()]) if router is not None else None,
+        )
+
+    async def resolve(self, name: str | None, *, generation: bool = False) -> ServerState:
+        """The state that serves a request naming ``name``: the one model (any name, unless
+        ``strict_model_name``), or on a router the named model, loaded on demand (404 for an
+        unknown name). ``generation``: refuse models whose role is embedding or rerank."""
+        router = self.router
+        if router is None:
+            state = self.get()
+            check_model(state, name)
+            return state
+        if generation:
+            entry = router.lookup(name).entry
+            if entry.role != "generation":
+                raise APIError(
+                    400,
+                    f"the model {entry.name!r} is an {entry.role} model: it does not generate text",
+                    param="model",
+                    code="model_not_generative",
+                )
+        return await router.acquire(name)
 
     def get(self) -> ServerState:
+        """The one model's state (on a router: the default model's, once it is loaded)."""
+        if self.router is not None:
+            return self._router_default()
         if self.state is not None and self.state.engine_error is not None:
             raise APIError(
                 503, f"the model failed to load: {self.state.engine_error}", code="model_load_failed"
@@ -43,6 +74,13 @@ class Holder:
                 raise APIError(503, f"the model failed to load: {self.error}", code="model_load_failed")
             raise APIError(503, "the model is loading", code="model_loading")
         return self.state
+
+    def _router_default(self) -> ServerState:
+        assert self.router is not None
+        m = self.router.lookup(None)
+        if m.state is None:
+            raise APIError(503, f"the model {m.name!r} is not loaded", code="model_loading")
+        return m.state
 
 
 def check_model(state: ServerState, name: str | None) -> None:

@@ -72,6 +72,13 @@ class ServerConfig:
     #: process): a zero-argument loader of the cheap vocab-only model this process keeps for
     #: tokenization and templates (required there)
     vocab_loader: Any = None
+    #: a router server (``create_app(None, config, models=…)``): how many models may be loaded at
+    #: once (None: no bound; the least recently used idle one is unloaded to make room)
+    models_max: int | None = None
+    #: a router server: unload a model idle this many seconds (None: never; a model's own TTL wins)
+    models_ttl: float | None = None
+    #: a router server: how its models are loaded (a ``ModelParams``; None: llama.cpp's defaults)
+    model_params: Any = None
 
     def __post_init__(self) -> None:
         if any(not isinstance(k, str) or not k.strip() for k in self.api_keys):

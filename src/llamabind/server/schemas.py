@@ -107,6 +107,7 @@ class EmbeddingRequest(_Open):
 
 
 class TokenizeRequest(_Open):
+    model: str | None = None  # a router server: whose vocabulary
     content: str
     add_special: bool = False
     parse_special: bool = True
@@ -114,4 +115,5 @@ class TokenizeRequest(_Open):
 
 
 class DetokenizeRequest(_Open):
+    model: str | None = None
     tokens: list[int]

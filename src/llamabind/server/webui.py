@@ -199,9 +199,10 @@ def _docs_assets() -> dict[str, _Asset]:
 
 
 def _add_props(app: FastAPI) -> None:
-    async def props() -> JSONResponse:
-        """What the chat UI shows beyond /v1/models: the projector's input kinds."""
-        state = app.state.holder.get()
+    async def props(model: str | None = None) -> JSONResponse:
+        """What the chat UI shows beyond /v1/models: the projector's input kinds (on a router
+        server: of ``?model=NAME``, loaded if needed)."""
+        state = await app.state.holder.resolve(model)
         mtmd: Any = state.mtmd
         return JSONResponse(
             {

@@ -17,12 +17,14 @@ from ..common import (
     add_sampling_args,
     context_params,
     load_model,
+    model_params,
     nonneg_int,
     positive_int,
     resolve_model_path,
     sampling_params,
 )
 from ._serve_limits import add_limit_args, limits_from_args
+from ._serve_router import add_router_args, is_router, router_entries
 
 DEFAULT_CTX_PER_SLOT = 4096
 
@@ -223,6 +225,7 @@ def register(sub: Any) -> None:
         "--files-max-bytes", type=positive_int, default=20 << 20, metavar="N", help="largest /v1/files upload"
     )
     add_limit_args(p)
+    add_router_args(p)
     add_model_args(p)
     add_context_args(p, n_ctx=0)
     add_sampling_args(p, temp=0.8)
@@ -353,11 +356,14 @@ def _vocab_model(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from ...server import create_app
 
     config = build_config(args)
+    if is_router(args):
+        return _run_router(args, config)
+    if args.models_max is not None or args.models_ttl is not None:
+        raise UsageError("--models-max and --models-ttl go with --models-dir or --models-preset")
     path = resolve_model_path(args)  # resolve (and download) before the port opens
     args.model, args.hf = str(path), None
     config.mmproj = projector_path(args, path)
@@ -395,6 +401,47 @@ def run(args: argparse.Namespace) -> int:
         + f", engine {'process' if config.engine == 'process' else 'in-process thread'})",
         file=sys.stderr,
     )
+    _serve(app, args)
+    return 0
+
+
+def _run_router(args: argparse.Namespace, config: Any) -> int:
+    """Serve the models of --models-dir / --models-preset (and -m), each loaded on first use."""
+    from ...server import create_app
+
+    if args.watchdog_timeout <= 0 or args.shutdown_timeout < 0:
+        raise UsageError("--watchdog-timeout must be positive and --shutdown-timeout not negative")
+    cli_path: Path | None = None
+    mmproj = None
+    if args.model or args.hf:
+        cli_path = resolve_model_path(args)
+        mmproj = projector_path(args, cli_path)
+    elif args.mmproj or args.draft or args.lora:
+        raise UsageError("--mmproj, --draft and --lora apply to -m: give the model, or set them in a preset")
+    entries = router_entries(args, cli_path, mmproj)
+    config.watchdog_timeout = args.watchdog_timeout
+    config.shutdown_timeout = args.shutdown_timeout
+    config.engine = args.engine
+    config.model_alias, config.chat_template, config.chat_template_file = None, None, None
+    config.draft_model = None
+    config.models_max = args.models_max
+    config.models_ttl = args.models_ttl
+    config.model_params = model_params(args, load_mtp=config.scheduler.spec == "mtp")
+    app = create_app(None, config, models=entries)
+    auth = f"{len(config.api_keys)} API key(s)" if config.api_keys else "no API key"
+    limit = f"at most {args.models_max} loaded" if args.models_max else "no load limit"
+    print(
+        f"llamabind serve: {len(entries)} models ({', '.join(e.name for e in entries)}; {limit}) "
+        f"on http://{args.host}:{args.port}/v1 ({auth}, engine {config.engine})",
+        file=sys.stderr,
+    )
+    _serve(app, args)
+    return 0
+
+
+def _serve(app: Any, args: argparse.Namespace) -> None:
+    import uvicorn
+
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # uvicorn shuts down gracefully on SIGTERM/SIGINT and then re-raises the signal under the
     # handlers it found: make those no-ops, so a requested shutdown exits 0
@@ -408,4 +455,3 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,
         timeout_graceful_shutdown=args.shutdown_timeout,  # then open streams are cancelled
     )
-    return 0

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from .. import anthropic, anthropic_response
-from ..common import Holder, check_model, collect
+from ..common import Holder, collect
 from ..errors import error_from_exception
 from ..sse import SSEResponse, pump
 from .chat import prepare_chat, start_chat
@@ -20,8 +20,7 @@ async def answer_messages(request: Request, holder: Holder, *, count_tokens: boo
     """``POST /v1/messages`` (and ``/v1/messages/count_tokens``), with Anthropic error bodies."""
     try:
         body = anthropic.parse_request(await request.body(), count_tokens=count_tokens)
-        state = holder.get()
-        check_model(state, body.model)
+        state = await holder.resolve(body.model, generation=True)
         chat_body = anthropic.to_chat_request(body)
         if count_tokens:
             _, tokens, _ = await prepare_chat(state, chat_body)

@@ -15,7 +15,7 @@ from ...chat import PreparedChat
 from ...core import Model
 from ...generation.sampling import SamplingParams
 from ...multimodal import MediaPrompt, prepare_media_chat, tokenize_prepared_media
-from ..common import FINGERPRINT, Holder, check_model, check_n, collect, usage_of
+from ..common import FINGERPRINT, Holder, check_n, collect, usage_of
 from ..errors import error_from_exception, sse_error
 from ..handlers import (
     ChoiceOutput,
@@ -205,8 +205,7 @@ class ChatStream:
 
 
 async def chat(request: Request, body: ChatCompletionRequest, holder: Holder) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model, generation=True)
     check_n(state, body)
     prepared, group = await start_chat(state, body)
     top_n = body.top_logprobs or 0

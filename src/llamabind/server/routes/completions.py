@@ -15,7 +15,7 @@ from ...batching import DoneEvent, TokenEvent
 from ...core import Model
 from ...generation.infill import fim_prompt
 from ...generation.sampling import SamplingParams
-from ..common import FINGERPRINT, Holder, check_model, check_n, collect, usage_of
+from ..common import FINGERPRINT, Holder, check_n, collect, usage_of
 from ..errors import APIError, error_from_exception, sse_error
 from ..handlers import (
     ChoiceOutput,
@@ -187,8 +187,7 @@ class CompletionStream:
 
 
 async def complete(request: Request, body: CompletionRequest, holder: Holder) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model, generation=True)
     check_n(state, body)
     if body.best_of is not None and body.best_of != body.n:
         raise APIError(400, "best_of other than n is not supported", param="best_of", code="unsupported")
@@ -251,7 +250,7 @@ def router(holder: Holder) -> APIRouter:
     async def infill(body: InfillRequest, request: Request) -> Response:
         """llama.cpp's fill-in-the-middle route: ``input_prefix`` + ``input_suffix`` (``prompt``: the
         start of the middle), answered like /v1/completions."""
-        state = holder.get()
+        state = await holder.resolve(body.model, generation=True)
         check_infill(state.config.limits, body, state.config.scheduler.ctx_per_slot)
         try:
             tokens = await run_in_threadpool(

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..common import Holder, check_model
+from ..common import Holder
 from ..errors import APIError, error_from_exception
 from ..limits import check_embeddings, check_rerank
 from ..schemas import EmbeddingRequest, RerankRequest
@@ -80,8 +80,7 @@ def embeddings_response(
 
 
 async def embed_request(body: EmbeddingRequest, holder: Holder) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model)
     check_embeddings(state.config.limits, body)
     svc = state.embeddings
     if body.dimensions is not None and body.dimensions != svc.dim:
@@ -104,8 +103,7 @@ async def embed_request(body: EmbeddingRequest, holder: Holder) -> Response:
 
 
 async def rerank_request(body: RerankRequest, holder: Holder) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model)
     check_rerank(state.config.limits, body)
     if not body.query:
         raise APIError(400, "query must not be empty", param="query")

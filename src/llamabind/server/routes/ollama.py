@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from ...batching import DoneEvent, TokenEvent
 from ...chat import ChatStreamParser, PreparedChat, detect_reasoning_tags
 from .. import ollama_api as api
-from ..common import Holder, check_model, collect
+from ..common import Holder, collect
 from ..errors import APIError, error_from_exception
 from ..handlers import max_tokens_from_request, stop_from_request
 from ..schemas import ChatCompletionRequest, CompletionRequest
@@ -52,10 +52,17 @@ async def _answer(call: Callable[[], Awaitable[Response]]) -> Response:
         return _error(exc)
 
 
-def _state(holder: Holder, name: str) -> ServerState:
+def _served(holder: Holder) -> list[tuple[str, ServerState]]:
+    """The loaded models as (name, state): the one model, or every model a router has loaded."""
+    if holder.router is not None:
+        return holder.router.loaded()
     state = holder.get()
-    check_model(state, api.model_name(name))
-    return state
+    return [(state.alias, state)]
+
+
+async def _state(holder: Holder, name: str, *, generation: bool = False) -> ServerState:
+    """The state serving Ollama's model name (``:latest`` dropped): the one model, or the router's."""
+    return await holder.resolve(api.model_name(name), generation=generation)
 
 
 def _chat_request(fields: dict[str, Any]) -> ChatCompletionRequest:
@@ -188,7 +195,7 @@ async def _run(
 async def chat(request: Request, holder: Holder) -> Response:
     t0 = time.perf_counter_ns()
     body = api.parse_body(await request.body(), api.ChatRequest)
-    state = _state(holder, body.model)
+    state = await _state(holder, body.model, generation=True)
     if not body.messages:
         return _loaded(body.model, chat=True)
     fields = api.request_fields(body.options, body.format, body.think)
@@ -229,7 +236,7 @@ async def _start_raw(state: ServerState, body: CompletionRequest) -> RequestGrou
 async def generate(request: Request, holder: Holder) -> Response:
     t0 = time.perf_counter_ns()
     body = api.parse_body(await request.body(), api.GenerateRequest)
-    state = _state(holder, body.model)
+    state = await _state(holder, body.model, generation=True)
     if body.template:
         raise APIError(400, "template is not supported: the server renders with the model's own template")
     if body.context:
@@ -284,7 +291,7 @@ async def _embed(state: ServerState, texts: list[str], truncate: bool) -> tuple[
 async def embed(request: Request, holder: Holder) -> Response:
     t0 = time.perf_counter_ns()
     body = api.parse_body(await request.body(), api.EmbedRequest)
-    state = _state(holder, body.model)
+    state = await _state(holder, body.model)
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     if not texts:
         return JSONResponse({"model": body.model, "embeddings": []})
@@ -304,7 +311,7 @@ async def embed(request: Request, holder: Holder) -> Response:
 
 async def embeddings(request: Request, holder: Holder) -> Response:
     body = api.parse_body(await request.body(), api.EmbeddingsRequest)
-    state = _state(holder, body.model)
+    state = await _state(holder, body.model)
     if not body.prompt:
         return JSONResponse({"embedding": []})
     vecs, _ = await _embed(state, [body.prompt], truncate=True)
@@ -316,7 +323,7 @@ async def show(request: Request, holder: Holder) -> Response:
     name = body.model or body.name
     if not name:
         raise APIError(400, "model is required")
-    state = _state(holder, name)
+    state = await _state(holder, name)
     model = state.model
     template = state.formatter.template.source
     capabilities = ["completion", "tools"]
@@ -376,24 +383,25 @@ def router(holder: Holder) -> APIRouter:
     @r.get("/api/tags", tags=["ollama"])
     async def ollama_tags() -> Response:
         async def tags() -> Response:
-            state = holder.get()
-            return JSONResponse({"models": [api.model_entry(state.model, state.alias)]})
+            return JSONResponse({"models": [api.model_entry(st.model, name) for name, st in _served(holder)]})
 
         return await _answer(tags)
 
     @r.get("/api/ps", tags=["ollama"])
     async def ollama_ps() -> Response:
         async def ps() -> Response:
-            state = holder.get()
-            entry = api.model_entry(state.model, state.alias)
-            entry.update(
-                {
-                    "expires_at": "2999-12-31T23:59:59Z",
-                    "size_vram": 0,
-                    "context_length": state.config.scheduler.ctx_per_slot,
-                }
-            )
-            return JSONResponse({"models": [entry]})
+            entries = []
+            for name, state in _served(holder):
+                entry = api.model_entry(state.model, name)
+                entry.update(
+                    {
+                        "expires_at": "2999-12-31T23:59:59Z",
+                        "size_vram": 0,
+                        "context_length": state.config.scheduler.ctx_per_slot,
+                    }
+                )
+                entries.append(entry)
+            return JSONResponse({"models": entries})
 
         return await _answer(ps)
 

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from ...chat import ChatMessage
-from ..common import Holder, check_model, collect
+from ..common import Holder, collect
 from ..errors import APIError
 from ..responses_api import (
     ResponsesRequest,
@@ -64,8 +64,7 @@ def _reasoning_tokens(state: ServerState, msg: ChatMessage) -> int:
 async def create_response(
     request: Request, body: ResponsesRequest, holder: Holder, store: ResponseStore
 ) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model, generation=True)
     history = _history(store, body)
     chat_body = to_chat_request(body, history)
     input_items = [x if x.get("id") else {**x, "id": new_id("item")} for x in input_item_list(body.input)]
@@ -116,8 +115,7 @@ async def create_response(
 
 
 async def count_input_tokens(body: ResponsesRequest, holder: Holder, store: ResponseStore) -> Response:
-    state = holder.get()
-    check_model(state, body.model)
+    state = await holder.resolve(body.model, generation=True)
     chat_body = to_chat_request(body, _history(store, body))
     _, tokens, _ = await prepare_chat(state, chat_body)
     return JSONResponse({"object": "response.input_tokens", "input_tokens": len(tokens)})

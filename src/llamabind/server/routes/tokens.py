@@ -38,13 +38,13 @@ def router(holder: Holder) -> APIRouter:
 
     @r.post("/tokenize")
     async def tokenize(body: TokenizeRequest) -> JSONResponse:
-        state = holder.get()
+        state = await holder.resolve(body.model)
         check_tokenize(state.config.limits, body)
         return JSONResponse(await run_in_threadpool(tokenize_answer, state.model, body))
 
     @r.post("/detokenize")
     async def detokenize(body: DetokenizeRequest) -> JSONResponse:
-        state = holder.get()
+        state = await holder.resolve(body.model)
         check_detokenize(state.config.limits, body)
         try:
             text = await run_in_threadpool(state.model.detokenize, body.tokens)
