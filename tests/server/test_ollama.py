@@ -116,13 +116,15 @@ def get_weather(city: str) -> str:
 
 
 class ForceTools(httpx.HTTPTransport):
-    """The 135M model never calls a tool on its own: this transport adds llamabind's `tool_choice`
-    extension field (Ollama has none) to the client's /api/chat bodies."""
+    """The 135M model never calls a tool on its own, and once it does, greedy decoding keeps adding
+    calls: this transport adds llamabind's `tool_choice` and `parallel_tool_calls` extension fields
+    (Ollama has neither) to the client's /api/chat bodies."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/api/chat":
             body = json.loads(request.read())
             body["tool_choice"] = "required"
+            body["parallel_tool_calls"] = False
             headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
             request = httpx.Request(request.method, request.url, headers=headers, json=body)
         return super().handle_request(request)
@@ -177,7 +179,12 @@ def test_errors(oc: Any, server: RunningServer) -> None:
             "/api/generate", json={"model": ALIAS, "prompt": "x", "template": "{{ .Prompt }}"}
         )
         assert template.status_code == 400 and set(template.json()) == {"error"}
-        broken = http.post("/api/generate", content=b"{not json")
+        broken = http.post(
+            "/api/generate", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
         assert broken.status_code == 400 and set(broken.json()) == {"error"}
+        # a body that does not say it is JSON never reaches the engine (cross-site "simple" requests)
+        plain = http.post("/api/generate", content=b'{"model": "x", "prompt": "x"}')
+        assert plain.status_code == 415 and set(plain.json()) == {"error"}
         nomodel = http.post("/api/embed", json={"input": "x"})
         assert nomodel.status_code == 400 and "model" in nomodel.json()["error"]

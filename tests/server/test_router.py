@@ -332,7 +332,7 @@ def test_hub_model_from_the_cache(
 def test_serve_command_with_models_dir_and_m(models_dir: Path, model_path: Path) -> None:
     """``llamabind serve --models-dir D -m MODEL --models-max 1``: -m's model loads at startup and
     serves requests that name no model; the directory's models load on demand."""
-    from helpers_core import free_port
+    from tests.helpers.core import free_port
 
     port = free_port()
     cmd = [

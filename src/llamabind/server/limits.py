@@ -144,7 +144,8 @@ class LimitsMiddleware:
     """Body size (413), content type (415) and JSON nesting (400) of every JSON route, before the
     body is parsed. ``label`` maps a request to its route template (``"other"``: no such route,
     left to the router's 404); ``exempt`` templates read their bodies themselves (multipart
-    uploads); ``anthropic`` templates answer with Anthropic error bodies."""
+    uploads); ``anthropic`` templates answer with Anthropic error bodies, Ollama's ``/api/`` routes
+    with its ``{"error": "..."}``."""
 
     def __init__(
         self,
@@ -163,7 +164,12 @@ class LimitsMiddleware:
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, err: APIError, route: str) -> None:
         from .anthropic import anthropic_error_body
 
-        body = anthropic_error_body(err) if route in self.anthropic else err.body()
+        if route in self.anthropic:
+            body: dict[str, Any] = anthropic_error_body(err)
+        elif route.startswith("/api/"):  # Ollama's routes answer {"error": "..."}
+            body = {"error": err.message}
+        else:
+            body = err.body()
         await JSONResponse(body, status_code=err.status)(scope, receive, send)
 
     def _too_large(self) -> APIError:

@@ -93,10 +93,12 @@ class OllamaStream:
         obj["done"] = False
         return _line(obj)
 
-    def _text(self, text: str, final: bool = False) -> list[bytes]:
+    def _text(self, text: str, finish_reason: str | None = None) -> list[bytes]:
+        """The lines for generated ``text``; with ``finish_reason``, the parser's held-back tail (a
+        tool call cut by the token limit is dropped, never sent as content)."""
         if self.parser is None:
             return [self._chunk(text)] if text else []
-        deltas = self.parser.finish()[0] if final else self.parser.feed(text)
+        deltas = self.parser.finish(finish_reason)[0] if finish_reason is not None else self.parser.feed(text)
         out = []
         for d in deltas:
             if self.chat:
@@ -114,7 +116,7 @@ class OllamaStream:
         return self._text(ev.text)
 
     def done(self, index: int, ev: DoneEvent) -> Iterable[bytes]:
-        out = self._text("", final=True)
+        out = self._text("", finish_reason=ev.finish_reason)
         u = ev.usage
         last: dict[str, Any] = {"model": self.model, "created_at": api.created_at()}
         if self.chat:
@@ -199,15 +201,14 @@ async def chat(request: Request, holder: Holder) -> Response:
     if not body.messages:
         return _loaded(body.model, chat=True)
     fields = api.request_fields(body.options, body.format, body.think)
-    # tool_choice is not Ollama's: an OpenAI-style extension (auto / required / none / a named function)
-    tool_choice = (body.model_extra or {}).get("tool_choice")
+    # tool_choice and parallel_tool_calls are not Ollama's: OpenAI-style extensions (tool_choice
+    # auto / required / none / a named function; parallel_tool_calls false: at most one call)
+    extra = body.model_extra or {}
+    tool_fields: dict[str, Any] = {"tools": body.tools, "tool_choice": extra.get("tool_choice")}
+    if isinstance(extra.get("parallel_tool_calls"), bool):
+        tool_fields["parallel_tool_calls"] = extra["parallel_tool_calls"]
     chat_body = _chat_request(
-        {
-            **fields,
-            "messages": api.chat_messages(body.messages),
-            "tools": body.tools,
-            "tool_choice": tool_choice if body.tools else None,
-        }
+        {**fields, "messages": api.chat_messages(body.messages), **(tool_fields if body.tools else {})}
     )
     prepared, group = await start_chat(state, chat_body)
     return await _run(request, group, prepared, body.model, body.stream, True, t0)
