@@ -21,6 +21,7 @@ def main() -> None:
     import llamabind as lb
     from fuzz_cases import run_case
     from fuzz_gguf import run_gguf_case
+    from fuzz_schema import run_schema_case
 
     model: lb.Model | None = None  # loaded for the first grammar or sampler case
     print(json.dumps({"ready": True}), flush=True)
@@ -33,7 +34,7 @@ def main() -> None:
             else:
                 if model is None:
                     model = lb.Model(os.environ.get("LLAMABIND_FUZZ_MODEL") or lb.default_model_path())
-                result = run_case(model, case)
+                result = run_schema_case(model, case) if case["kind"] == "schema" else run_case(model, case)
             reply: dict[str, str] = {"result": result}
         except Exception:
             reply = {"unexpected": traceback.format_exc(limit=6)}

@@ -2,7 +2,7 @@
 
 llama.cpp aborts the whole process (``GGML_ASSERT``) on some metadata instead of failing the load:
 a zero or oversized layer count, expert counts out of range, duplicated vocabulary strings,
-vocabulary arrays of different lengths. These are refused here first, with a ModelLoadError that
+vocabulary arrays of different lengths, and (at the first decode) a negative or NaN norm epsilon. These are refused here first, with a ModelLoadError that
 names the key. Only the header and metadata are read (never tensor data), with the user's
 ``kv_overrides`` applied on top, as llama.cpp will see them.
 """
@@ -56,6 +56,14 @@ def _token_text(i: int, raw: bytes) -> bytes:
     return text if text else b"[EMPTY_%d]" % i
 
 
+def _check_epsilons(meta: Mapping[str, Any], arch: str, path: Path) -> None:
+    # ggml's norm kernels GGML_ASSERT(eps >= 0) at the first decode (NaN fails it too)
+    for key, value in meta.items():
+        if key.startswith(f"{arch}.") and key.endswith("epsilon") and isinstance(value, (int, float)):
+            if not value >= 0:
+                raise ModelLoadError(f"{path}: metadata {key}={value} must be a number >= 0")
+
+
 def _check_vocab(header: GGUFHeader, overridden: set[str], path: Path) -> None:
     tokens = header.get(_TOKENS)
     if _TOKENS in overridden or not isinstance(tokens, GGUFArray):
@@ -98,4 +106,5 @@ def check_model_metadata(
     arch = str(meta.get("general.architecture") or "")
     if arch:
         _check_counts(meta, arch, path)
+        _check_epsilons(meta, arch, path)
     _check_vocab(header, set(overrides), path)
