@@ -57,7 +57,12 @@ COUNT_KEYS = (
     "general.quantization_version",
 )
 FLOAT_KEYS = ("llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.rope.scaling.factor")
-STRING_KEYS = ("general.architecture", "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template")
+STRING_KEYS = (
+    "general.architecture",
+    "tokenizer.ggml.model",
+    "tokenizer.ggml.pre",
+    "tokenizer.chat_template",
+)
 ARRAY_KEYS = (
     "tokenizer.ggml.tokens",
     "tokenizer.ggml.token_type",
@@ -135,7 +140,11 @@ def _arrays() -> st.SearchStrategy[dict[str, Any]]:
         }
     )
     retype = st.fixed_dictionaries(
-        {"op": st.just("array_type"), "key": keys, "sub": st.sampled_from([U8, I32, U32, F32, STR, I64, BOOL])}
+        {
+            "op": st.just("array_type"),
+            "key": keys,
+            "sub": st.sampled_from([U8, I32, U32, F32, STR, I64, BOOL]),
+        }
     )
     return st.one_of(length, item, retype)
 
@@ -256,7 +265,9 @@ class Template:
         return out
 
 
-def _apply_kv(t: Template, kv: dict[str, bytes], items: dict[str, tuple[int, list[Any]]], m: dict[str, Any]) -> None:
+def _apply_kv(
+    t: Template, kv: dict[str, bytes], items: dict[str, tuple[int, list[Any]]], m: dict[str, Any]
+) -> None:
     op, key = m["op"], m.get("key", "")
     if op == "set":
         kv[key] = Template._encode(key, m["type"], m.get("sub"), m["value"])
@@ -278,7 +289,9 @@ def _apply_kv(t: Template, kv: dict[str, bytes], items: dict[str, tuple[int, lis
             del arr[n:]
         else:
             for i in range(len(arr), n):
-                fill = {"dup": arr[-1] if arr else b"a", "unique": f"<fuzz{i}>".encode(), "empty": b""}[m["fill"]]
+                fill = {"dup": arr[-1] if arr else b"a", "unique": f"<fuzz{i}>".encode(), "empty": b""}[
+                    m["fill"]
+                ]
                 arr.append(fill if sub == STR else (0 if m["fill"] == "empty" else i))
     elif op == "array_item" and arr:
         for k in range(m["count"]):
@@ -317,7 +330,12 @@ def _apply_tensor(tensors: list[list[Any]], m: dict[str, Any]) -> None:
 
 def _tensor_info(name: str, ne: list[int], type_id: int, offset: int) -> bytes:
     dims = b"".join((d & (2**64 - 1)).to_bytes(8, "little") for d in ne)
-    return _s(name.encode()) + struct.pack("<I", len(ne)) + dims + struct.pack("<IQ", type_id & 0xFFFFFFFF, offset & (2**64 - 1))
+    return (
+        _s(name.encode())
+        + struct.pack("<I", len(ne))
+        + dims
+        + struct.pack("<IQ", type_id & 0xFFFFFFFF, offset & (2**64 - 1))
+    )
 
 
 def build(t: Template, case: dict[str, Any], workdir: Path) -> Path:

@@ -40,7 +40,18 @@ _SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 5), st.sampled_from(["", "a", "b", 'q"\\', "é", "\u0000", 1.5])
 )
 _NAMES = st.sampled_from(["a", "b", "c", "id", "", "$ref", "with space", '"q"', "é"])
-_REFS = st.sampled_from(["#", "#/$defs/a", "#/$defs/b", "#/$defs/missing", "#/properties/a", "#/definitions/a", "x.json", "#/$defs/a/properties/b"])
+_REFS = st.sampled_from(
+    [
+        "#",
+        "#/$defs/a",
+        "#/$defs/b",
+        "#/$defs/missing",
+        "#/properties/a",
+        "#/definitions/a",
+        "x.json",
+        "#/$defs/a/properties/b",
+    ]
+)
 
 
 def _leaf() -> st.SearchStrategy[Any]:
@@ -52,7 +63,8 @@ def _leaf() -> st.SearchStrategy[Any]:
     )
     pattern = st.sampled_from(SAFE_PATTERNS + NASTY_PATTERNS).map(lambda p: {"type": "string", "pattern": p})
     length = st.fixed_dictionaries(
-        {"type": st.just("string")}, optional={"minLength": _SMALL, "maxLength": _SMALL, "format": st.sampled_from(FORMATS)}
+        {"type": st.just("string")},
+        optional={"minLength": _SMALL, "maxLength": _SMALL, "format": st.sampled_from(FORMATS)},
     )
     number = st.fixed_dictionaries(
         {"type": st.sampled_from(["integer", "number"])},
@@ -67,7 +79,9 @@ def _leaf() -> st.SearchStrategy[Any]:
     enum = st.lists(_SCALARS, max_size=6).map(lambda vs: {"enum": vs})
     const = _SCALARS.map(lambda v: {"const": v})
     ref = _REFS.map(lambda r: {"$ref": r})
-    odd = st.sampled_from([True, False, {}, {"not": {"type": "string"}}, {"anyOf": []}, {"type": "string", "bogus": 1}])
+    odd = st.sampled_from(
+        [True, False, {}, {"not": {"type": "string"}}, {"anyOf": []}, {"type": "string", "bogus": 1}]
+    )
     return st.one_of(typed, typed, multi, pattern, length, number, number, enum, const, ref, odd)
 
 
@@ -92,9 +106,9 @@ def _extend(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
             "uniqueItems": st.booleans(),
         },
     )
-    combos = st.tuples(st.sampled_from(["anyOf", "oneOf", "allOf"]), st.lists(children, min_size=1, max_size=4)).map(
-        lambda t: {t[0]: t[1]}
-    )
+    combos = st.tuples(
+        st.sampled_from(["anyOf", "oneOf", "allOf"]), st.lists(children, min_size=1, max_size=4)
+    ).map(lambda t: {t[0]: t[1]})
     mixed = st.tuples(children, combos).map(lambda t: {**t[0], **t[1]} if isinstance(t[0], dict) else t[1])
     return st.one_of(obj, obj, arr, arr, combos, mixed)
 

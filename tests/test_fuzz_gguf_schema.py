@@ -52,7 +52,9 @@ FOUND = {
         "llama.attention.layer_norm_rms_epsilon=-1.0 must be a number >= 0",
     ),
     "nan-epsilon": (
-        _gguf({"op": "set", "key": "llama.attention.layer_norm_rms_epsilon", "type": F32, "value": float("nan")}),
+        _gguf(
+            {"op": "set", "key": "llama.attention.layer_norm_rms_epsilon", "type": F32, "value": float("nan")}
+        ),
         "ModelLoadError: ",
         "layer_norm_rms_epsilon=nan must be",
     ),
