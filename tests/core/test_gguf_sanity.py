@@ -49,6 +49,11 @@ def _dup_token(tokens: list[Any]) -> list[Any]:
     return tokens
 
 
+def _empty_two(tokens: list[Any]) -> list[Any]:
+    tokens[300] = tokens[301] = b""
+    return tokens
+
+
 # name -> (mutation, kv_overrides, expected message fragment)
 CASES: dict[str, tuple[Callable[[KV], KV], dict[str, Any], str]] = {
     "zero-layers": (_set("llama.block_count", 0), {}, "llama.block_count=0 is out of range"),
@@ -72,6 +77,21 @@ CASES: dict[str, tuple[Callable[[KV], KV], dict[str, Any], str]] = {
         _edit_array("tokenizer.ggml.tokens", _dup_token),
         {},
         "tokenizer.ggml.tokens holds the token",
+    ),
+    "nul-in-token": (  # llama.cpp reads "t\0x" as "t" (a C string): the same token as id 299
+        _edit_array("tokenizer.ggml.tokens", lambda a: [*a[:300], a[299] + b"\0x", *a[301:]]),
+        {},
+        "twice (ids 299 and 300, up to its NUL byte)",
+    ),
+    "negative-epsilon": (
+        _set("llama.attention.layer_norm_rms_epsilon", -1.0, GGUFValueType.FLOAT32),
+        {},
+        "llama.attention.layer_norm_rms_epsilon=-1.0 must be a number >= 0",
+    ),
+    "override-nan-epsilon": (
+        lambda kv: kv,
+        {"llama.attention.layer_norm_rms_epsilon": float("nan")},
+        "llama.attention.layer_norm_rms_epsilon=nan must be a number >= 0",
     ),
     "short-token-type": (
         _edit_array("tokenizer.ggml.token_type", lambda a: a[:-1]),
@@ -127,6 +147,9 @@ def test_sound_metadata_passes_and_is_cheap(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     check_model_metadata(model)
     assert time.perf_counter() - t0 < 2.0  # header + vocabulary only, no tensor data
+    # empty tokens are "[EMPTY_<id>]" to llama.cpp, not duplicates of each other
+    empties = build_metadata_variant(tmp_path, "empties", _edit_array("tokenizer.ggml.tokens", _empty_two))
+    check_model_metadata(empties)
     # a file the reader cannot parse is left for llama.cpp to report
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(model.read_bytes()[:4096])

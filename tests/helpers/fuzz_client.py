@@ -16,8 +16,11 @@ WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fuzz_worker.p
 
 
 class FuzzClient:
-    def __init__(self, timeout: float = 30.0) -> None:
+    def __init__(self, timeout: float = 30.0, workdir: str | os.PathLike[str] | None = None) -> None:
         self.timeout = timeout
+        self.env = dict(os.environ)
+        if workdir is not None:  # where GGUF cases write their files (fuzz_gguf.py)
+            self.env["LLAMABIND_FUZZ_WORKDIR"] = str(workdir)
         self.proc: subprocess.Popen[str] | None = None
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.restarts = 0
@@ -29,6 +32,7 @@ class FuzzClient:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            env=self.env,
         )
         lines: queue.Queue[str | None] = queue.Queue()
         self.lines = lines  # each worker gets its own queue: a dead one's reader cannot mix in

@@ -2,7 +2,7 @@
 
 llama.cpp aborts the whole process (``GGML_ASSERT``) on some metadata instead of failing the load:
 a zero or oversized layer count, expert counts out of range, duplicated vocabulary strings,
-vocabulary arrays of different lengths. These are refused here first, with a ModelLoadError that
+vocabulary arrays of different lengths, and (at the first decode) a negative or NaN norm epsilon. These are refused here first, with a ModelLoadError that
 names the key. Only the header and metadata are read (never tensor data), with the user's
 ``kv_overrides`` applied on top, as llama.cpp will see them.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelLoadError
-from .gguf_file import GGUFArray, GGUFHeader, read_header
+from .gguf_file import VT_STRING, GGUFArray, GGUFHeader, read_header
 
 __all__ = ["MAX_EXPERTS", "MAX_LAYERS", "check_model_metadata"]
 
@@ -49,6 +49,21 @@ def _check_counts(meta: Mapping[str, Any], arch: str, path: Path) -> None:
         raise ModelLoadError(f"{path}: metadata {key_used}={n_used} is out of range (1..{key_n}={n_expert})")
 
 
+def _token_text(i: int, raw: bytes) -> bytes:
+    """A token as llama.cpp's vocabulary sees it: a C string (cut at its first NUL byte), and
+    ``[EMPTY_<id>]`` for an empty one."""
+    text = raw.partition(b"\0")[0]
+    return text if text else b"[EMPTY_%d]" % i
+
+
+def _check_epsilons(meta: Mapping[str, Any], arch: str, path: Path) -> None:
+    # ggml's norm kernels GGML_ASSERT(eps >= 0) at the first decode (NaN fails it too)
+    for key, value in meta.items():
+        if key.startswith(f"{arch}.") and key.endswith("epsilon") and isinstance(value, (int, float)):
+            if not value >= 0:
+                raise ModelLoadError(f"{path}: metadata {key}={value} must be a number >= 0")
+
+
 def _check_vocab(header: GGUFHeader, overridden: set[str], path: Path) -> None:
     tokens = header.get(_TOKENS)
     if _TOKENS in overridden or not isinstance(tokens, GGUFArray):
@@ -59,14 +74,17 @@ def _check_vocab(header: GGUFHeader, overridden: set[str], path: Path) -> None:
             raise ModelLoadError(
                 f"{path}: metadata {key} has {arr.length} entries but {_TOKENS} has {tokens.length}"
             )
-    items = header.array(_TOKENS)
+    if tokens.sub_type != VT_STRING:
+        return  # llama.cpp refuses a vocabulary that is not made of strings ("invalid gguf type")
+    items = [_token_text(i, tok) for i, tok in enumerate(header.array(_TOKENS))]
     if len(set(items)) != len(items):
         seen: dict[bytes, int] = {}
         for i, tok in enumerate(items):
             if tok in seen:
                 raise ModelLoadError(
                     f"{path}: metadata {_TOKENS} holds the token {tok.decode('utf-8', 'replace')!r} "
-                    f"twice (ids {seen[tok]} and {i})"
+                    f"twice (ids {seen[tok]} and {i}"
+                    + (", up to its NUL byte)" if b"\0" in header.array(_TOKENS)[i] else ")")
                 )
             seen[tok] = i
 
@@ -88,4 +106,5 @@ def check_model_metadata(
     arch = str(meta.get("general.architecture") or "")
     if arch:
         _check_counts(meta, arch, path)
+        _check_epsilons(meta, arch, path)
     _check_vocab(header, set(overrides), path)
