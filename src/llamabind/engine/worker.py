@@ -11,7 +11,6 @@ calls (each waits for the engine thread). The scheduler's own engine thread does
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import logging
 import os
@@ -25,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .._native.process import kill_with_parent
 from ..batching import DoneEvent, ErrorEvent, Event, GenRequest, Scheduler
 from ..errors import LlamabindError
 from .jobs import EmbeddingJobs
@@ -53,10 +53,7 @@ TEST_HOOKS_ENV = "LLAMABIND_TEST_HOOKS"
 
 def _die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL us when the parent dies; a thread also polls the parent pid."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    kill_with_parent()
     if os.getppid() != parent_pid:
         os._exit(0)
 
