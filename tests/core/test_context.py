@@ -23,7 +23,10 @@ def _reference_greedy(model_path: Path, prompt: str, n: int) -> list[int]:
     """llama.cpp's own greedy loop, written directly on the raw llama_cpp.llama_cpp functions."""
     import llama_cpp.llama_cpp as raw
 
+    from llamabind._native.model import cpu_build_uses_amx
+
     mparams = raw.llama_model_default_params()
+    mparams.use_extra_bufts = not cpu_build_uses_amx()  # llamabind's rule (AMX matmul segfaults)
     model = raw.llama_model_load_from_file(str(model_path).encode(), mparams)
     assert model
     cparams = raw.llama_context_default_params()
