@@ -127,3 +127,15 @@ def test_crash_fails_the_running_request_and_restarts(engine: lb.EngineProcess, 
     assert c.done.wait(60)
     assert isinstance(c.last, DoneEvent) and c.last.finish_reason == "length"
     assert engine.stats.requests_total >= before + 1  # counters survive the restart
+
+
+def test_counters_add_across_engines_but_gauges_do_not() -> None:
+    """A restarted engine's counters continue the old ones; its cache size is its own."""
+    from llamabind.batching.config import SchedulerStats
+    from llamabind.engine.support import add_stats
+
+    old = SchedulerStats(requests_total=3, prompt_cache_hits_total=2, prompt_cache_bytes=900)
+    new = SchedulerStats(requests_total=1, prompt_cache_hits_total=1, prompt_cache_bytes=100)
+    both = add_stats(old, new)
+    assert both.requests_total == 4 and both.prompt_cache_hits_total == 3
+    assert both.prompt_cache_bytes == 100

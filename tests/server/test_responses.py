@@ -249,7 +249,8 @@ def test_agents_sdk_tool_run(server: RunningServer) -> None:
         instructions="You answer questions about the weather.",
         tools=[get_weather],
         model=OpenAIResponsesModel(model=ALIAS, openai_client=server.async_client()),
-        model_settings=agents.ModelSettings(tool_choice="required", max_tokens=48),
+        # one call per turn: greedy decoding would otherwise keep appending calls to the budget
+        model_settings=agents.ModelSettings(tool_choice="required", max_tokens=48, parallel_tool_calls=False),
         hooks=AnswerAfterTool(),
         reset_tool_choice=False,
     )

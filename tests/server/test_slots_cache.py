@@ -76,7 +76,9 @@ def test_slot_save_restore_erase_and_bad_names(
         r = http.post("/slots/0?action=save", json={"filename": bad})
         assert r.status_code == 400, (bad, r.text)
     assert not (tmp_path / "escape.bin").exists()
-    assert http.post("/slots/0?action=save", content=b"not json").status_code == 400
+    as_json = {"Content-Type": "application/json"}
+    assert http.post("/slots/0?action=save", content=b"not json", headers=as_json).status_code == 400
+    assert http.post("/slots/0?action=save", content=b"not json").status_code == 415  # not declared JSON
     assert http.post("/slots/0?action=save", json={}).status_code == 400
     assert http.post("/slots/0?action=restore", json={"filename": "missing.bin"}).status_code == 404
     assert http.post("/slots/7?action=erase").status_code == 404

@@ -13,9 +13,19 @@ from ..batching.scheduler import SchedulerStats
 __all__ = ["add_stats", "cause_of", "read_log"]
 
 
+#: SchedulerStats fields that are levels, not counts: the later engine's value stands
+GAUGES = frozenset(
+    {"prompt_cache_bytes", "prompt_cache_entries", "prompt_cache_disk_bytes", "prompt_cache_disk_entries"}
+)
+
+
 def add_stats(a: SchedulerStats, b: SchedulerStats) -> SchedulerStats:
+    """Counters of ``a`` plus those of ``b`` (a later engine); gauges are ``b``'s."""
     return SchedulerStats(
-        **{f.name: getattr(a, f.name) + getattr(b, f.name) for f in dataclasses.fields(SchedulerStats)}
+        **{
+            f.name: getattr(b, f.name) if f.name in GAUGES else getattr(a, f.name) + getattr(b, f.name)
+            for f in dataclasses.fields(SchedulerStats)
+        }
     )
 
 
