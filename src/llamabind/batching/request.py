@@ -9,10 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import ContextOverflowError
 from ..generation.logprobs import TokenLogprob
 from ..generation.sampling import SamplingParams
 
-__all__ = ["DoneEvent", "ErrorEvent", "Event", "GenRequest", "TokenEvent", "Usage"]
+__all__ = ["DoneEvent", "ErrorEvent", "Event", "GenRequest", "TokenEvent", "Usage", "check_prompt_fits"]
 
 _ids = itertools.count(1)
 
@@ -84,3 +85,18 @@ class GenRequest:
     def cancel(self) -> None:
         """Stop this request at the next engine step (thread-safe; frees its slot)."""
         self.cancelled.set()
+
+
+def check_prompt_fits(prompt: Sequence[int], n_ctx_slot: int) -> None:
+    """ValueError for an empty prompt, ContextOverflowError for one that leaves a slot no room for a
+    generated token: what every scheduler front checks before queueing."""
+    n = len(prompt)
+    if n == 0:
+        raise ValueError("empty prompt")
+    if n >= n_ctx_slot:
+        raise ContextOverflowError(
+            f"the prompt has {n} tokens but a slot holds at most {n_ctx_slot} "
+            "(prompt + at least one generated token)",
+            n_tokens=n,
+            n_ctx=n_ctx_slot,
+        )

@@ -20,7 +20,6 @@ from typing import Any, TypeVar
 
 from ..core import Batch, Context, Model
 from ..errors import (
-    ContextOverflowError,
     GrammarError,
     LlamabindError,
     NoKvSlotError,
@@ -31,7 +30,7 @@ from ..generation.logprobs import TokenLogprob, token_logprobs
 from ..generation.output import OutputStream
 from .cache_store import PromptStore
 from .config import SchedulerConfig, SchedulerStats, SlotInfo
-from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage
+from .request import DoneEvent, ErrorEvent, GenRequest, TokenEvent, Usage, check_prompt_fits
 from .slots import PrefixCache, Slot, slot_infos
 from .speculation import SPEC_KINDS, SlotSpeculation
 
@@ -101,16 +100,7 @@ class Scheduler:
     # ------------------------------------------------------------ public
     def submit(self, req: GenRequest) -> None:
         """Queue a request. Raises ContextOverflowError / QueueFullError at once."""
-        n = len(req.prompt)
-        if n == 0:
-            raise ValueError("empty prompt")
-        if n >= self.n_ctx_slot:
-            raise ContextOverflowError(
-                f"the prompt has {n} tokens but a slot holds at most {self.n_ctx_slot} "
-                "(prompt + at least one generated token)",
-                n_tokens=n,
-                n_ctx=self.n_ctx_slot,
-            )
+        check_prompt_fits(req.prompt, self.n_ctx_slot)
         if req.media is None:
             self.model.vocab.check(req.prompt)
         with self._cv:

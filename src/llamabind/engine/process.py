@@ -34,9 +34,10 @@ import numpy as np
 import numpy.typing as npt
 
 from ..batching import DoneEvent, ErrorEvent, GenRequest, QueueFullError, SchedulerConfig, SlotInfo, Usage
+from ..batching.request import check_prompt_fits
 from ..batching.scheduler import SchedulerStats
 from ..core import Model
-from ..errors import ContextOverflowError, EngineCrashedError, LlamabindError
+from ..errors import EngineCrashedError, LlamabindError
 from .protocol import (
     Call,
     CallResult,
@@ -169,16 +170,7 @@ class EngineProcess:
     def submit(self, req: GenRequest, *, test_hook: str | None = None) -> None:
         """Queue a request (thread-safe, returns at once). Raises ContextOverflowError,
         QueueFullError, TokenizeError at once, like ``Scheduler.submit``."""
-        n = len(req.prompt)
-        if n == 0:
-            raise ValueError("empty prompt")
-        if n >= self.n_ctx_slot:
-            raise ContextOverflowError(
-                f"the prompt has {n} tokens but a slot holds at most {self.n_ctx_slot} "
-                "(prompt + at least one generated token)",
-                n_tokens=n,
-                n_ctx=self.n_ctx_slot,
-            )
+        check_prompt_fits(req.prompt, self.n_ctx_slot)
         if req.media is not None:
             raise LlamabindError("media prompts cannot cross to an engine process")
         if self.vocab is not None:

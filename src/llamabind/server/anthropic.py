@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import Field, ValidationError
 
 from .errors import APIError
-from .schemas import ChatCompletionRequest, SamplingFields
+from .schemas import SAMPLING_FIELDS, ChatCompletionRequest, SamplingFields
 
 __all__ = [
     "CountTokensRequest",
@@ -316,26 +316,7 @@ def to_chat_request(body: MessagesRequest) -> ChatCompletionRequest:
             extras.setdefault("reasoning_format", "auto")
         elif kind == "disabled":
             extras.setdefault("reasoning_format", "none")
-    fields = body.model_dump(
-        exclude_unset=True,
-        include={
-            "temperature",
-            "top_p",
-            "top_k",
-            "seed",
-            "min_p",
-            "typical_p",
-            "repeat_penalty",
-            "repeat_last_n",
-            "mirostat",
-            "grammar",
-            "cache_prompt",
-            "ignore_eos",
-            "logit_bias",
-            "frequency_penalty",
-            "presence_penalty",
-        },
-    )
+    fields = body.model_dump(exclude_unset=True, include=set(SAMPLING_FIELDS))
     try:
         return ChatCompletionRequest.model_validate(
             {

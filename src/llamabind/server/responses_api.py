@@ -24,7 +24,7 @@ from pydantic import Field, ValidationError
 
 from ..chat import ChatMessage
 from .errors import APIError
-from .schemas import ChatCompletionRequest, SamplingFields
+from .schemas import SAMPLING_FIELDS, ChatCompletionRequest, SamplingFields
 
 __all__ = [
     "ResponsesRequest",
@@ -72,25 +72,8 @@ _RESPONSES_ONLY = {
     "stream",
     "stream_options",
 }
-# sampling fields copied into the chat request when the client set them
-_SAMPLING = {
-    "temperature",
-    "top_p",
-    "top_k",
-    "seed",
-    "min_p",
-    "typical_p",
-    "repeat_penalty",
-    "repeat_last_n",
-    "mirostat",
-    "grammar",
-    "cache_prompt",
-    "ignore_eos",
-    "logit_bias",
-    "frequency_penalty",
-    "presence_penalty",
-    "stop",
-}
+# sampling fields copied into the chat request when the client set them (and the stop strings)
+_SAMPLING = {*SAMPLING_FIELDS, "stop"}
 
 
 class ResponsesRequest(SamplingFields):

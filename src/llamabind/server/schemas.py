@@ -29,6 +29,29 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+#: the SamplingFields another API's request (Anthropic Messages, Responses) carries over into the
+#: chat request when the client set them
+SAMPLING_FIELDS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "min_p",
+        "typical_p",
+        "repeat_penalty",
+        "repeat_last_n",
+        "mirostat",
+        "grammar",
+        "cache_prompt",
+        "ignore_eos",
+        "logit_bias",
+        "frequency_penalty",
+        "presence_penalty",
+    }
+)
+
+
 class SamplingFields(_Open):
     """The fields chat and text completions share."""
 
