@@ -133,9 +133,11 @@ class _Engine:
                     break
             events: list[tuple[int, Event]] = []
             msgs: list[Any] = []
+            finished = False
             for item in batch:
                 if isinstance(item, tuple):
                     events.append(item)
+                    finished = finished or isinstance(item[1], (DoneEvent, ErrorEvent))
                 else:
                     if events:
                         msgs.append(Events(events))
@@ -144,8 +146,9 @@ class _Engine:
             if events:
                 msgs.append(Events(events))
             now = time.monotonic()
-            if now - last_status >= STATUS_INTERVAL:
-                msgs.append(self.status())
+            if finished or now - last_status >= STATUS_INTERVAL:
+                # first, so that a request's Done reaches the parent after counters that include it
+                msgs.insert(0, self.status())
                 last_status = now
             try:
                 self.conn.send(msgs)
