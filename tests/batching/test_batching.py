@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
 
 import llamabind as lb
 from llamabind.batching import (
-    DoneEvent,
-    ErrorEvent,
     GenRequest,
     Scheduler,
-    TokenEvent,
     speculation,
 )
 from llamabind.errors import NoKvSlotError
 from tests.helpers.core import GREEDY
+from tests.helpers.core import SchedulerCollector as _Collector
 from tests.helpers.core import scheduler_config as _config
 
 PROMPT = (
@@ -30,24 +27,6 @@ REPEAT = (
     "<|im_start|>user\nRepeat exactly: the cat sat on the mat, the dog sat on the log.<|im_end|>\n"
     "<|im_start|>assistant\n"
 )
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.done = threading.Event()
-        self.finish: str | None = None
-        self.error: BaseException | None = None
-
-    def __call__(self, ev: object) -> None:
-        if isinstance(ev, TokenEvent):
-            self.tokens.extend(ev.tokens)
-        elif isinstance(ev, DoneEvent):
-            self.finish = ev.finish_reason
-            self.done.set()
-        elif isinstance(ev, ErrorEvent):
-            self.error = ev.error
-            self.done.set()
 
 
 def _generate(sch: Scheduler, model: lb.Model, n: int, prompt: str = PROMPT, **kw: Any) -> _Collector:

@@ -3,30 +3,12 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import llamabind as lb
-from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, SchedulerConfig, TokenEvent
+from llamabind.batching import GenRequest, Scheduler, SchedulerConfig
 from llamabind.errors import GrammarError
 from llamabind.generation.sampling import SamplingParams
-
-
-class _Collector:
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-        self.finish: str | None = None
-
-    def __call__(self, ev: object) -> None:
-        if isinstance(ev, TokenEvent):
-            self.tokens.extend(ev.tokens)
-        elif isinstance(ev, DoneEvent):
-            self.finish = ev.finish_reason
-            self.done.set()
-        elif isinstance(ev, ErrorEvent):
-            self.error = ev.error
-            self.done.set()
+from tests.helpers.core import SchedulerCollector as _Collector
 
 
 def test_exhausted_grammar_fails_only_its_request(model: lb.Model) -> None:

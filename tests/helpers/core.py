@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -172,3 +173,25 @@ def write_lora(
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+class SchedulerCollector:
+    """A GenRequest's ``emit``: the tokens, and how the request ended (finish reason or error)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.done = threading.Event()
+        self.finish: str | None = None
+        self.error: BaseException | None = None
+
+    def __call__(self, ev: object) -> None:
+        from llamabind.batching import DoneEvent, ErrorEvent, TokenEvent
+
+        if isinstance(ev, TokenEvent):
+            self.tokens.extend(ev.tokens)
+        elif isinstance(ev, DoneEvent):
+            self.finish = ev.finish_reason
+            self.done.set()
+        elif isinstance(ev, ErrorEvent):
+            self.error = ev.error
+            self.done.set()

@@ -56,7 +56,11 @@ class RunningServer:
 
 
 def _serve(model: lb.Model | Callable[[], lb.Model], config: ServerConfig) -> Iterator[RunningServer]:
-    app = create_app(model, config)
+    return serve_app(create_app(model, config), config)
+
+
+def serve_app(app: Any, config: ServerConfig) -> Iterator[RunningServer]:
+    """Run ``app`` with uvicorn in a thread on a free loopback port until the generator is closed."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -8,10 +8,8 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,13 +18,12 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 
 from llamabind.batching import SchedulerConfig
 from llamabind.server import ServerConfig, create_app
 from llamabind.server.model_registry import ModelEntry, scan_models_dir
 
-from .conftest import API_KEY, GREEDY, RunningServer
+from .conftest import API_KEY, GREEDY, RunningServer, serve_app
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -51,25 +48,7 @@ def models_dir(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 def _serve(entries: list[ModelEntry], config: ServerConfig) -> Iterator[RunningServer]:
-    app = create_app(None, config, models=entries)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield RunningServer(f"http://127.0.0.1:{port}", config.api_keys[0] if config.api_keys else None, app)
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
+    return serve_app(create_app(None, config, models=entries), config)
 
 
 def _config(**kw: Any) -> ServerConfig:
