@@ -145,14 +145,7 @@ def create_app(
             return None
         loader = model if not isinstance(model, Model) else model_reloader(m)
         assert loader is not None
-        return EngineSpec(
-            loader,
-            cfg.scheduler,
-            draft_model=cfg.draft_model,
-            draft_n_gpu_layers=cfg.draft_n_gpu_layers,
-            embeddings_n_ctx=cfg.embeddings_n_ctx,
-            embeddings_n_seq=cfg.embeddings_n_seq,
-        )
+        return cfg.engine_spec(loader)
 
     def build(m: Model, owns: bool) -> None:
         try:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..batching import SchedulerConfig
+from ..engine import EngineSpec
 from ..generation.sampling import SamplingParams
 from .limits import Limits
 
@@ -79,6 +80,18 @@ class ServerConfig:
     models_ttl: float | None = None
     #: a router server: how its models are loaded (a ``ModelParams``; None: llama.cpp's defaults)
     model_params: Any = None
+
+    def engine_spec(self, loader: Any) -> EngineSpec:
+        """The engine process's recipe for this configuration over ``loader`` (a picklable
+        zero-argument callable that loads the full model in the engine process)."""
+        return EngineSpec(
+            loader,
+            self.scheduler,
+            draft_model=self.draft_model,
+            draft_n_gpu_layers=self.draft_n_gpu_layers,
+            embeddings_n_ctx=self.embeddings_n_ctx,
+            embeddings_n_seq=self.embeddings_n_seq,
+        )
 
     def __post_init__(self) -> None:
         if any(not isinstance(k, str) or not k.strip() for k in self.api_keys):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ..core import LoraAdapter, Model, ModelParams
-from ..engine import EngineSpec
 from .config import ServerConfig
 from .files import FileStore
 from .model_registry import ModelEntry
@@ -106,14 +105,7 @@ class StateBuilder:
         cfg = self.config_for(entry, mmproj)
         if cfg.engine == "process":
             loader = functools.partial(load_entry_model, str(path), params, entry.loras)
-            spec = EngineSpec(
-                loader,
-                cfg.scheduler,
-                draft_model=cfg.draft_model,
-                draft_n_gpu_layers=cfg.draft_n_gpu_layers,
-                embeddings_n_ctx=cfg.embeddings_n_ctx,
-                embeddings_n_seq=cfg.embeddings_n_seq,
-            )
+            spec = cfg.engine_spec(loader)
             vocab = Model(path, dataclasses.replace(params, vocab_only=True))
             try:
                 state = ServerState(vocab, cfg, owns_model=True, files=self.files, engine_spec=spec)
