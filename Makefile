@@ -5,6 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.llamabind-installed
+# LlamaIndex and instructor pin an older openai/jiter than .venv has: they get a small venv of their
+# own (no llamabind in it), driven by tests/server/test_venv_clients.py against a live server.
+CLIENTS_VENV := .venv-clients
+CLIENTS_REQ := tests/server/venv_clients/requirements.txt
+CLIENTS_STAMP := $(CLIENTS_VENV)/.clients-installed
 # The RPC backend must exist in the native build. pip's wheel cache ignores CMAKE_ARGS,
 # so `native-check` rebuilds without the cache when a cached wheel lacks libggml-rpc.
 export CMAKE_ARGS ?= -DGGML_RPC=ON
@@ -12,7 +17,7 @@ export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 HOST ?= 127.0.0.1
 PORT ?= 8080
 
-.PHONY: run test install native-check lint typecheck pytest bench clean webui
+.PHONY: run test install clients-venv native-check lint typecheck pytest bench clean webui
 
 run: install
 	$(VENV)/bin/llamabind serve --host $(HOST) --port $(PORT)
@@ -30,6 +35,14 @@ $(STAMP): pyproject.toml Makefile
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	touch $(STAMP)
 
+clients-venv: $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): $(CLIENTS_REQ)
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CLIENTS_VENV)/bin/python -m pip install -q -r $(CLIENTS_REQ)
+	touch $(CLIENTS_STAMP)
+
 native-check:
 	@$(PY) -c "import importlib.util, pathlib, sys; d = pathlib.Path(importlib.util.find_spec('llama_cpp').origin).parent / 'lib'; sys.exit(0 if any(d.glob('libggml-rpc.*')) else 1)" \
 	  || { echo "cached llama-cpp-python wheel lacks libggml-rpc: rebuilding with CMAKE_ARGS=$$CMAKE_ARGS"; \
@@ -42,8 +55,9 @@ lint: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-pytest: install
-	$(VENV)/bin/pytest -q
+# LLAMABIND_CLIENTS_VENV: the venv clients' tests fail rather than skip when it is missing
+pytest: install clients-venv
+	LLAMABIND_CLIENTS_VENV=$(CURDIR)/$(CLIENTS_VENV) $(VENV)/bin/pytest -q
 
 bench: install
 	$(VENV)/bin/llamabind bench
@@ -54,4 +68,4 @@ webui:
 	cd webui && npm ci --no-audit --no-fund && node build.mjs
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CLIENTS_VENV) build dist src/*.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -2,7 +2,8 @@
 
 `openai` and `anthropic` have their own files (test_openai_api.py, test_anthropic.py); here are
 LangChain (`langchain-openai`), `pydantic-ai` and `litellm`, each asserting real output of the default
-model (SmolLM2-135M, greedy, few tokens). Nothing may reach the network: telemetry and remote cost
+model (SmolLM2-135M, greedy, few tokens); LlamaIndex and `instructor`, whose pins clash with this venv,
+run from their own venv in test_venv_clients.py. Nothing may reach the network: telemetry and remote cost
 maps are switched off before the libraries are imported.
 """
 
