@@ -44,7 +44,7 @@ from .tool_calls import (
     _dump,
     _json_sequence,
 )
-from .tool_xml import _is_plain_string, _value, parse_xml_call
+from .tool_xml import _value, parse_xml_call
 
 __all__ = [
     "BLOCK_FORMATS",
@@ -204,9 +204,34 @@ def _json_args(index: int, params: Any, schema_to_gbnf: SchemaToGbnf) -> tuple[s
     return f"{prefix}root", prefix_rules(schema_to_gbnf(params), prefix).strip()
 
 
+def _raw_string(schema: Any) -> str | None:
+    """GBNF for a string-only schema written as raw text (without ``<``): a string ``enum``/``const``
+    as its literals, ``type: string`` as text within ``minLength``/``maxLength`` (``pattern`` and
+    ``format`` are left to validation). None: not a string-only schema."""
+    if not isinstance(schema, Mapping):
+        return None
+    if "const" in schema:
+        const = schema["const"]
+        return gbnf_literal(const) if isinstance(const, str) and "<" not in const else None
+    enum = schema.get("enum")
+    if isinstance(enum, list):
+        if enum and all(isinstance(v, str) and "<" not in v for v in enum):
+            return " | ".join(gbnf_literal(v) for v in enum)
+        return None
+    if schema.get("type") != "string":
+        return None
+    low = schema.get("minLength", 0)
+    high = schema.get("maxLength")
+    if not isinstance(low, int) or not isinstance(high, (int, type(None))):
+        return "[^<]*"
+    if high is None:
+        return f"[^<]{{{low},}}" if low else "[^<]*"
+    return f"[^<]{{{low},{high}}}"
+
+
 def _glm_call_rule(index: int, name: str, params: Any, schema_to_gbnf: SchemaToGbnf) -> tuple[str, list[str]]:
-    """Properties in schema order, required ones always, others optionally; a plain string is text
-    without ``<``, any other value compact JSON for its schema."""
+    """Properties in schema order, required ones always, others optionally; a string-only value is
+    raw text (:func:`_raw_string`), any other compact JSON for its schema."""
     props = params.get("properties", {}) if isinstance(params, Mapping) else {}
     required = set(params.get("required", [])) if isinstance(params, Mapping) else set()
     rules: list[str] = []
@@ -215,9 +240,10 @@ def _glm_call_rule(index: int, name: str, params: Any, schema_to_gbnf: SchemaToG
         if pschema is False:
             continue
         prefix = f"g{index}p{j}-"
-        if _is_plain_string(pschema):
+        raw = _raw_string(pschema)
+        if raw is not None:
             value = f"{prefix}text"
-            rules.append(f"{value} ::= [^<]*")
+            rules.append(f"{value} ::= {raw}")
         else:
             rules.append(prefix_rules(schema_to_gbnf(pschema), prefix).strip())
             value = f"{prefix}root"

@@ -200,7 +200,9 @@ class ToolCallStreamParser:
         self._after_call = True
 
     def _cut(self) -> None:
-        """Output cut inside a call: keep the calls completed inside it, drop the partial rest."""
+        """Output cut inside a call: keep the calls completed inside it, drop the partial rest (and
+        the whitespace before it)."""
+        self._ws = ""
         calls = _complete_calls(self._json, self._new_id)
         if calls and self._names_ok(calls):
             self._emit_calls(calls)
