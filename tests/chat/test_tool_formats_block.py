@@ -365,6 +365,16 @@ def test_parse_whole_and_streamed(
         assert _calls(parse_tool_calls(text, fmt).tool_calls) == calls
 
 
+def test_arguments_written_as_a_json_string_are_read() -> None:
+    # a template given string arguments writes them with `tojson`: a JSON string holding the object
+    text = '<｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>"{\\"city\\": \\"Paris\\"}"<｜tool▁call▁end｜>'
+    assert _calls(parse_tool_calls(text, V31).tool_calls) == [("get_weather", {"city": "Paris"})]
+    action = (
+        '<|START_ACTION|>[{"tool_call_id": "0", "tool_name": "get_time", "parameters": "{}"}]<|END_ACTION|>'
+    )
+    assert _calls(parse_tool_calls(action, R7B).tool_calls) == [("get_time", {})]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_malformed_or_cut_calls(fmt: ToolCallFormat) -> None:
     block = BLOCK_FORMATS[fmt]

@@ -140,8 +140,11 @@ def read_tool_call_tag(body: str, new_id: NewId) -> list[ToolCall] | None:
 
 
 def _arguments(raw: str) -> dict[str, Any] | None:
+    """A JSON object, or a JSON string holding one (arguments a template wrote as a string)."""
     try:
         value = json.loads(raw) if raw.strip() else {}
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -153,7 +156,7 @@ def _read_deepseek(body: str, new_id: NewId) -> list[ToolCall] | None:
     if not sep:
         return None
     rest = rest.strip()
-    if rest.startswith("{"):
+    if rest.startswith(("{", '"')):
         name, raw = head.strip(), rest
     else:
         if head.strip() not in ("function", ""):
