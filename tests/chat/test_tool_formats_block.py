@@ -430,6 +430,34 @@ def test_required_named_and_auto_grammars(fmt: ToolCallFormat) -> None:
     assert matches(auto.grammar, text[m.start(1) :])
 
 
+def test_glm_string_arguments_are_raw_text_within_their_schema() -> None:
+    props = {
+        "city": {"type": "string", "minLength": 2, "maxLength": 5},
+        "unit": {"enum": ["c", "f"]},
+        "note": {"type": "string", "maxLength": 100_000},  # too long to repeat: not enforced
+        "count": {"type": "integer"},
+    }
+    tools = [
+        {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": props}}}
+    ]
+    tg = tool_call_grammar(tools, "required", GLM)
+    assert tg is not None
+    validate_gbnf(tg.grammar)
+
+    def call(**args: Any) -> str:
+        return BLOCK_FORMATS[GLM].write([("f", args)])
+
+    assert matches(tg.grammar, call(city="Oslo", unit="c", note="x" * 300, count=3))
+    assert not matches(tg.grammar, call(city="Oslo-city"))  # maxLength 5
+    assert not matches(tg.grammar, call(city="O"))  # minLength 2
+    assert not matches(tg.grammar, call(unit="k"))
+    assert not matches(tg.grammar, call(unit='"c"'))  # strings are raw, not JSON
+    assert not matches(tg.grammar, call(count="three"))
+    assert _calls(parse_tool_calls(call(city="Oslo", unit="c", count=3), GLM).tool_calls) == [
+        ("f", {"city": "Oslo", "unit": "c", "count": 3})
+    ]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_what_the_grammar_generates_parses_back(fmt: ToolCallFormat) -> None:
     grammar = tool_call_grammar(TOOLS, "required", fmt)

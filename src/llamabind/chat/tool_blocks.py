@@ -207,10 +207,13 @@ def _json_args(index: int, params: Any, schema_to_gbnf: SchemaToGbnf) -> tuple[s
     return f"{prefix}root", prefix_rules(schema_to_gbnf(params), prefix).strip()
 
 
+_MAX_BOUND = 256  # longest length bound a raw string's grammar repeats (llama.cpp expands repetitions)
+
+
 def _raw_string(schema: Any) -> str | None:
     """GBNF for a string-only schema written as raw text (without ``<``): a string ``enum``/``const``
-    as its literals, ``type: string`` as text within ``minLength``/``maxLength`` (``pattern`` and
-    ``format`` are left to validation). None: not a string-only schema."""
+    as its literals, ``type: string`` as text within ``minLength``/``maxLength`` (bounds over 256,
+    ``pattern`` and ``format`` are not enforced). None: not a string-only schema."""
     if not isinstance(schema, Mapping):
         return None
     if "const" in schema:
@@ -227,6 +230,8 @@ def _raw_string(schema: Any) -> str | None:
     high = schema.get("maxLength")
     if not isinstance(low, int) or not isinstance(high, (int, type(None))):
         return "[^<]*"
+    low = low if 0 <= low <= _MAX_BOUND else 0
+    high = high if high is not None and low <= high <= _MAX_BOUND else None
     if high is None:
         return f"[^<]{{{low},}}" if low else "[^<]*"
     return f"[^<]{{{low},{high}}}"
