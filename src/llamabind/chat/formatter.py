@@ -25,6 +25,7 @@ from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
 from .template import ChatTemplate, render_chat, select_chat_template
+from .tool_blocks import BLOCK_FORMATS, describe_tools_natively
 from .tool_call_grammar import tool_call_grammar
 from .tool_calls import ToolCallFormat, ToolChoiceError, detect_tool_call_format
 
@@ -189,9 +190,9 @@ class ChatFormatter:
 
     def tool_format(self, tools: bool = True) -> ToolCallFormat:
         tpl = self.template_for(tools)
-        if not tpl.supports_tools:
-            return ToolCallFormat.GENERIC
-        return detect_tool_call_format(tpl.source)
+        fmt = detect_tool_call_format(tpl.source)
+        # a template that renders native calls but no tool list keeps its format (see render)
+        return fmt if tpl.supports_tools or fmt in BLOCK_FORMATS else ToolCallFormat.GENERIC
 
     def render(
         self,
@@ -208,7 +209,10 @@ class ChatFormatter:
         msgs: Sequence[Mapping[str, Any]] = messages
         pass_tools = tools
         if not tpl.supports_tools and (tools or any(m.get("tool_calls") for m in messages)):
-            msgs = _inline_tools(messages, tools)
+            fmt = detect_tool_call_format(tpl.source)
+            # native calls rendered by the template; the tools described in the system message
+            native = fmt in BLOCK_FORMATS
+            msgs = describe_tools_natively(messages, tools, fmt) if native else _inline_tools(messages, tools)
             pass_tools = None
         return render_chat(
             tpl,

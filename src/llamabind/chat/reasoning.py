@@ -10,6 +10,8 @@ which is what the former runs on the whole text):
   reasoning to the end. Whitespace around the reasoning text and between the closing tag and the
   content is dropped; content is otherwise kept byte for byte.
 * Output that does not start with the opening tag is all content.
+* ``end_markers`` (e.g. a tool-call marker): text that also ends the reasoning block, for models
+  that start their calls without closing it; the marker is kept, as the start of the content.
 """
 
 from __future__ import annotations
@@ -103,11 +105,13 @@ class ReasoningStreamSplitter:
         end_tag: str = DEFAULT_REASONING_TAGS[1],
         *,
         started: bool = False,
+        end_markers: tuple[str, ...] = (),
     ) -> None:
-        if not start_tag or not end_tag:
+        if not start_tag or not end_tag or not all(end_markers):
             raise ValueError("reasoning tags must be non-empty")
         self.start_tag = start_tag
         self.end_tag = end_tag
+        self.end_markers = end_markers
         self._state = _S.OPENED if started else _S.START
         self._buf = ""
         self._reasoning: list[str] = []
@@ -176,6 +180,14 @@ class ReasoningStreamSplitter:
             if state is _S.REASONING:
                 s = self._buf
                 j = s.find(self.end_tag)
+                k = min((i for i in (s.find(m) for m in self.end_markers) if i >= 0), default=-1)
+                if k >= 0 and (j < 0 or k < j):  # a marker that starts the content: kept
+                    self._emit_reasoning(s[:k])
+                    self._r_ws = ""
+                    self._content.append(s[k:])
+                    self._buf = ""
+                    self._state = _S.CONTENT
+                    return
                 if j >= 0:
                     self._emit_reasoning(s[:j])
                     self._r_ws = ""
@@ -187,7 +199,7 @@ class ReasoningStreamSplitter:
                     self._r_ws = ""
                     self._buf = ""
                     return
-                hold = _partial_suffix(s, self.end_tag)
+                hold = max(_partial_suffix(s, m) for m in (self.end_tag, *self.end_markers))
                 self._emit_reasoning(s[: len(s) - hold])
                 self._buf = s[len(s) - hold :]
                 return

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from ..grammar import CompiledSchema
 from .reasoning import ReasoningStreamSplitter
+from .tool_blocks import BLOCK_FORMATS
 from .tool_call_parser import ToolCallStreamParser
 from .tool_calls import ToolCall, ToolCallFormat
 
@@ -68,8 +69,15 @@ class ChatStreamParser:
     ) -> None:
         self._schema = schema
         self.schema_errors: list[str] | None = None
+        # a marked-block format's call markers also end an unclosed reasoning block
+        block = BLOCK_FORMATS.get(ToolCallFormat(tool_format)) if tool_format is not None else None
         self._reasoning = (
-            ReasoningStreamSplitter(reasoning_tags[0], reasoning_tags[1], started=reasoning_started)
+            ReasoningStreamSplitter(
+                reasoning_tags[0],
+                reasoning_tags[1],
+                started=reasoning_started,
+                end_markers=block.markers if block is not None else (),
+            )
             if reasoning_tags is not None
             else None
         )

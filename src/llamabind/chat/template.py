@@ -18,7 +18,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -86,10 +86,22 @@ def _tojson(
     separators: tuple[str, str] | None = None,
     sort_keys: bool = False,
 ) -> str:
-    # Unlike Jinja's own tojson this does not HTML-escape, exactly like transformers.
+    # Unlike Jinja's own tojson this does not HTML-escape, exactly like transformers; the lazy
+    # sequences of Jinja's filters (``tools | map(attribute='function')``) are written as lists.
     return json.dumps(
-        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        value,
+        ensure_ascii=ensure_ascii,
+        indent=indent,
+        separators=separators,
+        sort_keys=sort_keys,
+        default=_json_sequence,
     )
+
+
+def _json_sequence(value: Any) -> list[Any]:
+    if isinstance(value, Iterator):
+        return list(value)
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 @functools.lru_cache(maxsize=1)

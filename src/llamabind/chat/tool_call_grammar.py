@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._gbnf_compose import gbnf_literal, json_string_literal, prefix_rules
+from .tool_blocks import BLOCK_FORMATS, block_grammar
 from .tool_calls import (
     _FUNC_NAME,
     _HERMES_CLOSE,
@@ -134,6 +135,12 @@ def tool_call_grammar(
         from .response_format import tool_arguments_gbnf
 
         schema_to_gbnf = tool_arguments_gbnf
+
+    if fmt in BLOCK_FORMATS:  # marked-block formats build their own (tool_blocks)
+        text, block_words, block_patterns = block_grammar(fmt, functions, parallel_tool_calls, schema_to_gbnf)
+        if not lazy:
+            return ToolGrammar(grammar=text, lazy=False)
+        return ToolGrammar(text, lazy=True, trigger_patterns=block_patterns, trigger_words=block_words)
 
     args_key = "parameters" if fmt is ToolCallFormat.LLAMA3 else "arguments"
     # The generic format is JSON the model is only told about: compact, so a small model spends its

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
+from .tool_blocks import BLOCK_FORMATS, read_tool_call_tag
 from .tool_calls import (
     _FUNC_NAME,
     _HERMES_CLOSE,
@@ -25,11 +26,9 @@ from .tool_calls import (
     ToolCallResult,
     _calls_from_json,
     _dump,
-    _json_sequence,
     _python_tag_call,
     new_tool_call_id,
 )
-from .tool_xml import parse_xml_call
 
 __all__ = ["StreamEvent", "ToolCallStreamParser", "parse_tool_calls"]
 
@@ -120,7 +119,10 @@ class ToolCallStreamParser:
         id_factory: Callable[[], str] | None = None,
     ) -> None:
         self.format = ToolCallFormat(fmt)
-        self._markers = _MARKERS[self.format]
+        # a marked-block format (tool_blocks); None: <tool_call> bodies are read as hermes/XML/GLM
+        self._block = BLOCK_FORMATS.get(self.format)
+        self._markers = self._block.markers if self._block is not None else _MARKERS[self.format]
+        self._drop = self._block.drop if self._block is not None else ()
         self._names = None if tool_names is None else frozenset(tool_names)
         self._new_id = id_factory or new_tool_call_id
         self._state = _S.START
@@ -198,7 +200,9 @@ class ToolCallStreamParser:
         self._after_call = True
 
     def _cut(self) -> None:
-        """Output cut inside a call: keep the calls completed inside it, drop the partial rest."""
+        """Output cut inside a call: keep the calls completed inside it, drop the partial rest (and
+        the whitespace before it)."""
+        self._ws = ""
         calls = _complete_calls(self._json, self._new_id)
         if calls and self._names_ok(calls):
             self._emit_calls(calls)
@@ -280,9 +284,11 @@ class ToolCallStreamParser:
                 best, marker = i, m
         if best >= 0:
             self._content(s[:best])
-            self._prefix = marker
+            self._prefix = "" if marker in self._drop else marker
             self._buf = s[best + len(marker) :]
-            if marker == _HERMES_OPEN:
+            if marker in self._drop:  # a wrapper around calls or content: removed
+                return True
+            if marker == _HERMES_OPEN or self._block is not None:
                 self._state = _S.TAG
                 self._tag_searched = 0
             elif marker == _MISTRAL_OPEN:
@@ -300,32 +306,24 @@ class ToolCallStreamParser:
         return False
 
     def _tag(self, final: bool) -> bool:
+        """Inside a marked block (``<tool_call>`` or a :mod:`.tool_blocks` format's): up to its close."""
+        close = self._block.close if self._block is not None else _HERMES_CLOSE
         s = self._buf
-        j = s.find(_HERMES_CLOSE, self._tag_searched)
+        j = s.find(close, self._tag_searched)
         if j < 0:
             if not final:
-                self._tag_searched = max(0, len(s) - len(_HERMES_CLOSE) + 1)
+                self._tag_searched = max(0, len(s) - len(close) + 1)
                 return False
             inner = s
             raw = s
             self._buf = ""
         else:
             inner = s[:j]
-            raw = s[: j + len(_HERMES_CLOSE)]
-            self._buf = s[j + len(_HERMES_CLOSE) :]
+            raw = s[: j + len(close)]
+            self._buf = s[j + len(close) :]
         self._json = raw
-        calls: list[ToolCall] | None = None
-        values = _json_sequence(inner)
-        if values is not None:
-            calls = []
-            for value in values:
-                got = _calls_from_json(value, bare=False, new_id=self._new_id)
-                if got is None:
-                    calls = None
-                    break
-                calls.extend(got)
-        if values is None and (xml := parse_xml_call(inner)) is not None:
-            calls = [ToolCall(xml[0], _dump(xml[1]), self._new_id())]
+        read = self._block.read if self._block is not None else read_tool_call_tag
+        calls = read(inner, self._new_id)
         if calls:
             self._prefix = self._json = ""
             self._emit_calls(calls)

@@ -11,7 +11,9 @@ Formats (:class:`ToolCallFormat`):
   by ``tool.call(arg=…)`` is a built-in tool call.
 * ``mistral``: ``[TOOL_CALLS][{"name": …, "arguments": …}, …]`` and the newer
   ``[TOOL_CALLS]name[ARGS]{…}`` (optionally ``name[CALL_ID]id[ARGS]{…}``), repeated per call.
-* ``generic``: every marker above, and JSON only.
+* ``glm_4_5``, ``deepseek_v3_1``, ``deepseek_r1``, ``command_r7b``: marked blocks, described in
+  :mod:`.tool_blocks`.
+* ``generic``: every marker of hermes, llama3 and mistral, and JSON only.
 
 In every format, output that *is* JSON from its first character (``{"tool_calls": [...]}``,
 ``{"tool_call": {...}}``, a bare ``{"name", "arguments"}`` object, or a list of those) is read as tool
@@ -62,6 +64,10 @@ class ToolCallFormat(str, enum.Enum):
     QWEN3_CODER = "qwen3_coder"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    GLM_4_5 = "glm_4_5"
+    DEEPSEEK_V3_1 = "deepseek_v3_1"
+    DEEPSEEK_R1 = "deepseek_r1"
+    COMMAND_R7B = "command_r7b"
     GENERIC = "generic"
 
 
@@ -108,12 +114,20 @@ _WS = " \t\r\n"
 def detect_tool_call_format(template: str | None) -> ToolCallFormat:
     """Guess the tool-call format from a chat template's source text.
 
-    ``<tool_call>`` with ``<function=``/``<parameter=`` → qwen3_coder; ``<tool_call>`` → hermes; ``[TOOL_CALLS]`` → mistral; ``<|python_tag|>``, or Llama 3 headers
-    (``<|start_header_id|>``) together with an ``ipython`` role or ``"parameters"`` → llama3;
-    anything else (including no template) → generic.
+    ``<tool_call>`` with ``<arg_key>`` → glm_4_5; ``<tool_call>`` with ``<function=``/``<parameter=``
+    → qwen3_coder; ``<tool_call>`` → hermes; ``<｜tool▁call▁begin｜>`` with a ```` ```json ```` fence →
+    deepseek_r1, without → deepseek_v3_1; ``<|START_ACTION|>`` → command_r7b; ``[TOOL_CALLS]`` →
+    mistral; ``<|python_tag|>``, or Llama 3 headers (``<|start_header_id|>``) together with an
+    ``ipython`` role or ``"parameters"`` → llama3; anything else (including no template) → generic.
     """
     if not template:
         return ToolCallFormat.GENERIC
+    if _HERMES_OPEN in template and "<arg_key>" in template:
+        return ToolCallFormat.GLM_4_5
+    if "<｜tool▁call▁begin｜>" in template:
+        return ToolCallFormat.DEEPSEEK_R1 if "```json" in template else ToolCallFormat.DEEPSEEK_V3_1
+    if "<|START_ACTION|>" in template:
+        return ToolCallFormat.COMMAND_R7B
     if _HERMES_OPEN in template and "<function=" in template and "<parameter=" in template:
         return ToolCallFormat.QWEN3_CODER
     if _HERMES_OPEN in template:
