@@ -187,9 +187,9 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
     """The keywords of `schema` other than combinators, checked."""
     p = _Plain(pointer)
     for key, value in schema.items():
-        kp = _ptr(pointer, key)
         if key in _ANNOTATIONS or key in _COMBINATORS:
             continue
+        kp = _ptr(pointer, key)
         if key in _UNENFORCED:
             p.unenforced.append((key, kp))
             continue
@@ -295,7 +295,10 @@ def _dependent_required(value: Any, pointer: str) -> dict[str, list[str]]:
 
 
 def _merge(parts: tuple[_Plain, ...]) -> _Plain | None:
-    """The conjunction of plain schemas; None if obviously unsatisfiable."""
+    """The conjunction of plain schemas; None if obviously unsatisfiable. Plain schemas are never
+    changed once built, so the conjunction of one is itself."""
+    if len(parts) == 1:
+        return None if parts[0].types is not None and not parts[0].types else parts[0]
     out = _Plain(parts[0].pointer)
     for p in parts:
         if p.types is not None:

@@ -65,6 +65,7 @@ from urllib.parse import unquote
 from llamabind.errors import GrammarError, SchemaError
 from llamabind.grammar.gbnf import validate_gbnf
 
+from ._cache import SchemaCache
 from ._containers import _ContainerRules
 from ._emit import _MAX_ALTERNATIVES, _PRIMITIVES, _alt, _fail, _json_text, _lit, _ptr, _ungroup
 from ._schema import (
@@ -83,7 +84,10 @@ from ._schema import (
 )
 from ._validate import SchemaValidator, linear_regex
 
-__all__ = ["CompiledSchema", "compile_json_schema", "json_schema_to_gbnf"]
+__all__ = ["CompiledSchema", "clear_caches", "compile_json_schema", "convert_unchecked", "json_schema_to_gbnf"]
+
+_CACHE = SchemaCache()
+_ATOM = re.compile(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"")  # a rule name or a string literal
 
 _MAX_PRODUCT = 4096
 _MAX_WORK = 200_000
@@ -170,7 +174,7 @@ class _Converter(_ContainerRules):
     def atom(self, locs: list[_Loc], hint: str) -> str:
         """A rule name (or other atom) matching the conjunction of `locs`."""
         expr = self.expr(locs, hint)
-        if re.fullmatch(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"", expr):
+        if _ATOM.fullmatch(expr):
             return expr
         return self.add_rule(hint, expr)
 
@@ -515,8 +519,40 @@ def compile_json_schema(
     ``strict``: refuse keywords the grammar cannot enforce instead of listing them in
     ``relaxed``; ``strict_properties=False``: objects without ``additionalProperties`` also take
     extra properties; ``whitespace``: ``"bounded"`` (llama.cpp's bound) or ``"compact"`` (none).
-    Raises `SchemaError` naming the keyword and its JSON pointer.
+    Raises `SchemaError` naming the keyword and its JSON pointer. Results are cached (the last
+    128 schemas, keyed by their JSON text and the options; `clear_caches` empties the cache).
     """
+    key = _CACHE.key(schema, (strict, strict_properties, whitespace))
+    hit = _CACHE.get(key) if key is not None else None
+    if hit is not None:
+        return CompiledSchema(schema, *hit)
+    text, relaxed = convert_unchecked(
+        schema, strict=strict, strict_properties=strict_properties, whitespace=whitespace
+    )
+    try:
+        validate_gbnf(text)
+    except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
+        raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
+    if key is not None:
+        _CACHE.put(key, (text, relaxed))
+    return CompiledSchema(schema, text, relaxed)
+
+
+def clear_caches() -> None:
+    """Forget every compiled schema (`compile_json_schema` caches the last 128)."""
+    _CACHE.clear()
+
+
+def convert_unchecked(
+    schema: dict[str, Any] | bool,
+    *,
+    strict: bool = False,
+    strict_properties: bool = True,
+    whitespace: Whitespace = "bounded",
+) -> tuple[str, tuple[str, ...]]:
+    """`compile_json_schema` without its last step, the check of the grammar against llama.cpp's
+    parser and limits: the GBNF text and the relaxed keywords. For measuring the conversion alone
+    (benchmarks/json_schema_bench.py); everything else should use `compile_json_schema`."""
     if not isinstance(schema, (dict, bool)):
         raise SchemaError(f"a JSON schema must be an object or a boolean, not {type(schema).__name__}")
     if whitespace not in ("bounded", "compact"):
@@ -534,12 +570,7 @@ def compile_json_schema(
     except RecursionError:
         raise SchemaError("schema is nested too deeply") from None
     conv.rules = {"root": _ungroup(body), **conv.rules}
-    text = conv.output()
-    try:
-        validate_gbnf(text)
-    except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
-        raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
-    return CompiledSchema(schema, text, tuple(conv.relaxed))
+    return conv.output(), tuple(conv.relaxed)
 
 
 def json_schema_to_gbnf(
