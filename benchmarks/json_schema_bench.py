@@ -33,7 +33,6 @@ enforce are validated after generation) and llama-cpp-python's
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import pathlib
 import random
@@ -197,7 +196,9 @@ def main() -> int:
     outcomes: dict[str, dict[str, int]] = {name: {} for name in compilers}
     log = args.log.open("w", encoding="utf-8") if args.log else None
     if sample:
-        gen = lb.Generator(lb.Context(model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads))
+        gen = lb.Generator(
+            lb.Context(model, n_ctx=1024, n_threads=args.threads, n_threads_batch=args.threads)
+        )
         for entry in sample:
             schema = entry["schema"]
             keys = ", ".join(schema.get("properties", {})) if isinstance(schema, dict) else ""
@@ -233,7 +234,11 @@ def main() -> int:
                 if log:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                print(f"  {name} {entry['id']}: {kind} ({out.completion_tokens} tokens)", file=sys.stderr, flush=True)
+                print(
+                    f"  {name} {entry['id']}: {kind} ({out.completion_tokens} tokens)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     n = len(corpus)
     print(f"corpus: {n} schemas; compile times: median of {args.repeat} cold calls per schema")

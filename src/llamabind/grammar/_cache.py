@@ -10,14 +10,17 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from llamabind.grammar.grammar import Grammar
 
 __all__ = ["MAX_ENTRIES", "MAX_ENTRY_CHARS", "SchemaCache"]
 
 MAX_ENTRIES = 128
 MAX_ENTRY_CHARS = 256 * 1024
 
-Entry = tuple[str, tuple[str, ...]]
+Entry = tuple[tuple[str, ...], "Grammar"]  # relaxed keywords, the checked grammar
 
 
 class SchemaCache:
@@ -41,7 +44,7 @@ class SchemaCache:
             return entry
 
     def put(self, key: tuple[str, tuple[Any, ...]], entry: Entry) -> None:
-        if len(entry[0]) > MAX_ENTRY_CHARS:
+        if len(entry[1].text) > MAX_ENTRY_CHARS:
             return
         with self._lock:
             self._entries[key] = entry

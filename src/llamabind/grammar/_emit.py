@@ -120,14 +120,14 @@ def _gbnf_char(cp: int, in_class: bool) -> str:
     return c
 
 
-# Characters that stand for themselves in a GBNF string literal (printable ASCII but '"' and '\\').
-_PLAIN_LITERAL = re.compile(r'[ !#-\[\]-~]*')
+# Printable ASCII: in a GBNF string literal, each character stands for itself but '"' and '\\'.
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
 
 
 def gbnf_literal(text: str) -> str:
     """A GBNF string literal matching `text` exactly."""
-    if _PLAIN_LITERAL.fullmatch(text):
-        return '"' + text + '"'
+    if _PRINTABLE_ASCII.fullmatch(text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return '"' + "".join(_gbnf_char(ord(c), False) for c in text) + '"'
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, cast
 
 from llamabind.errors import SchemaError
@@ -61,6 +62,8 @@ _TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 
 def _canonical(value: Any) -> str:
     """A key equal for JSON-equal values (1 == 1.0, but true != 1)."""
+    if type(value) is str:  # what json.dumps does for a string, without its setup
+        return encode_basestring_ascii(value)
 
     def norm(v: Any) -> Any:
         if isinstance(v, bool) or v is None or isinstance(v, str):

@@ -63,7 +63,7 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from llamabind.errors import GrammarError, SchemaError
-from llamabind.grammar.gbnf import validate_gbnf
+from llamabind.grammar.grammar import Grammar
 
 from ._cache import SchemaCache
 from ._containers import _ContainerRules
@@ -84,7 +84,13 @@ from ._schema import (
 )
 from ._validate import SchemaValidator, linear_regex
 
-__all__ = ["CompiledSchema", "clear_caches", "compile_json_schema", "convert_unchecked", "json_schema_to_gbnf"]
+__all__ = [
+    "CompiledSchema",
+    "clear_caches",
+    "compile_json_schema",
+    "convert_unchecked",
+    "json_schema_to_gbnf",
+]
 
 _CACHE = SchemaCache()
 _ATOM = re.compile(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"")  # a rule name or a string literal
@@ -495,10 +501,18 @@ class CompiledSchema:
     gbnf: str
     relaxed: tuple[str, ...] = ()
     _validator: SchemaValidator | None = field(default=None, repr=False, compare=False)
+    _grammar: Grammar | None = field(default=None, repr=False, compare=False)
 
     @property
     def exact(self) -> bool:
         return not self.relaxed
+
+    @property
+    def grammar(self) -> Grammar:
+        """`gbnf` as a `Grammar` (checked once: `compile_json_schema` hands over the one it checked)."""
+        if self._grammar is None or self._grammar.text != self.gbnf:
+            self._grammar = Grammar(self.gbnf)
+        return self._grammar
 
     def errors(self, text: str) -> list[str]:
         """Why generated JSON text is not valid for the schema (empty when it is)."""
@@ -525,17 +539,17 @@ def compile_json_schema(
     key = _CACHE.key(schema, (strict, strict_properties, whitespace))
     hit = _CACHE.get(key) if key is not None else None
     if hit is not None:
-        return CompiledSchema(schema, *hit)
+        return CompiledSchema(schema, hit[1].text, hit[0], _grammar=hit[1])
     text, relaxed = convert_unchecked(
         schema, strict=strict, strict_properties=strict_properties, whitespace=whitespace
     )
     try:
-        validate_gbnf(text)
+        grammar = Grammar(text)  # checks it as llama.cpp would (and against its limits)
     except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
         raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
     if key is not None:
-        _CACHE.put(key, (text, relaxed))
-    return CompiledSchema(schema, text, relaxed)
+        _CACHE.put(key, (relaxed, grammar))
+    return CompiledSchema(schema, text, relaxed, _grammar=grammar)
 
 
 def clear_caches() -> None:
