@@ -29,7 +29,8 @@ enforce are validated after generation) and llama-cpp-python's
   generation, by design) and grammar escapes (the grammar let an invalid document through: a
   converter bug).
 
-    .venv/bin/python benchmarks/json_schema_bench.py --generate 40 --max-tokens 256 --threads 1
+    .venv/bin/python benchmarks/json_schema_bench.py --repeat 7      # compile figures only
+    .venv/bin/python benchmarks/json_schema_bench.py --generate 80 --max-tokens 256 --time-limit 60 --threads 1
 """
 
 from __future__ import annotations

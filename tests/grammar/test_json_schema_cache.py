@@ -69,6 +69,11 @@ def test_uncacheable_schemas_still_compile_and_the_cache_is_bounded() -> None:
     odd = {"type": "integer", "default": float("nan")}  # json.dumps(allow_nan=False) refuses it
     assert compile_json_schema(odd).gbnf == compile_json_schema({"type": "integer"}).gbnf
     assert len(json_schema._CACHE) == 1  # only the plain one
+    # json.dumps writes the key 1 as "1": the two must not share an entry
+    text_key = compile_json_schema({"type": "object", "properties": {"1": {"type": "null"}}})
+    int_key: dict[str, Any] = {"type": "object", "properties": {1: {"type": "null"}}}
+    assert compile_json_schema(int_key).gbnf == json_schema.convert_unchecked(int_key)[0] != text_key.gbnf
+    assert len(json_schema._CACHE) == 2
     for n in range(MAX_ENTRIES + 10):
         compile_json_schema({"type": "string", "maxLength": n})
     assert len(json_schema._CACHE) == MAX_ENTRIES

@@ -2,8 +2,9 @@
 
 The key keeps the schema's member order (properties are generated in schema order, so two
 schemas that differ only in order compile differently). Schemas that are not plain JSON (a key
-that is not a string, a value ``json`` cannot write) and grammars over `MAX_ENTRY_CHARS` are not
-cached; `MAX_ENTRIES` bounds the rest."""
+that is not a string, a tuple, a value ``json`` cannot write: whatever does not come back equal
+from a JSON round trip) and schemas or grammars over `MAX_ENTRY_CHARS` are not cached;
+`MAX_ENTRIES` bounds the rest."""
 
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ class SchemaCache:
     def key(schema: Any, options: tuple[Any, ...]) -> tuple[str, tuple[Any, ...]] | None:
         try:
             text = json.dumps(schema, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+            if len(text) > MAX_ENTRY_CHARS or json.loads(text) != schema:
+                return None  # json.dumps writes the key 1 as "1", a tuple as a list: not the same schema
         except (TypeError, ValueError, RecursionError):
             return None
-        return (text, options) if len(text) <= MAX_ENTRY_CHARS else None
+        return text, options
 
     def get(self, key: tuple[str, tuple[Any, ...]]) -> Entry | None:
         with self._lock:
