@@ -70,7 +70,7 @@ def response_format_schema(
         strict=strict,
         strict_properties=strict_properties,
     )
-    return Grammar(compiled.gbnf), compiled
+    return compiled.grammar, compiled
 
 
 def response_format_grammar(response_format: Mapping[str, Any] | None) -> Grammar | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from llamabind.errors import SchemaError
@@ -119,8 +120,14 @@ def _gbnf_char(cp: int, in_class: bool) -> str:
     return c
 
 
+# Printable ASCII: in a GBNF string literal, each character stands for itself but '"' and '\\'.
+_PRINTABLE_ASCII = re.compile(r"[ -~]*")
+
+
 def gbnf_literal(text: str) -> str:
     """A GBNF string literal matching `text` exactly."""
+    if _PRINTABLE_ASCII.fullmatch(text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return '"' + "".join(_gbnf_char(ord(c), False) for c in text) + '"'
 
 
@@ -140,6 +147,8 @@ def _cls(ranges: list[tuple[int, int]]) -> str:
 
 
 def _json_text(value: Any) -> str:
+    if type(value) is str:  # what json.dumps does for a string, without its setup
+        return encode_basestring(value)
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, cast
 
 from llamabind.errors import SchemaError
@@ -61,6 +62,8 @@ _TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 
 def _canonical(value: Any) -> str:
     """A key equal for JSON-equal values (1 == 1.0, but true != 1)."""
+    if type(value) is str:  # what json.dumps does for a string, without its setup
+        return encode_basestring_ascii(value)
 
     def norm(v: Any) -> Any:
         if isinstance(v, bool) or v is None or isinstance(v, str):
@@ -187,9 +190,9 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
     """The keywords of `schema` other than combinators, checked."""
     p = _Plain(pointer)
     for key, value in schema.items():
-        kp = _ptr(pointer, key)
         if key in _ANNOTATIONS or key in _COMBINATORS:
             continue
+        kp = _ptr(pointer, key)
         if key in _UNENFORCED:
             p.unenforced.append((key, kp))
             continue
@@ -295,7 +298,10 @@ def _dependent_required(value: Any, pointer: str) -> dict[str, list[str]]:
 
 
 def _merge(parts: tuple[_Plain, ...]) -> _Plain | None:
-    """The conjunction of plain schemas; None if obviously unsatisfiable."""
+    """The conjunction of plain schemas; None if obviously unsatisfiable. Plain schemas are never
+    changed once built, so the conjunction of one is itself."""
+    if len(parts) == 1:
+        return None if parts[0].types is not None and not parts[0].types else parts[0]
     out = _Plain(parts[0].pointer)
     for p in parts:
         if p.types is not None:

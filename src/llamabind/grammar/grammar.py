@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llamabind.grammar.gbnf import JSON_ARRAY_GBNF, JSON_GBNF, JSON_OBJECT_GBNF, validate_gbnf
-from llamabind.grammar.json_schema import json_schema_to_gbnf
 
 __all__ = ["Grammar"]
 
@@ -42,7 +41,12 @@ class Grammar:
     ) -> Grammar:
         """Exactly the documents valid against `schema` (strict: see `json_schema_to_gbnf`; use
         `compile_json_schema` for schemas with keywords a grammar cannot enforce)."""
-        return cls(json_schema_to_gbnf(schema, strict_properties=strict_properties, whitespace=whitespace))
+        from llamabind.grammar.json_schema import compile_json_schema  # it builds Grammars
+
+        compiled = compile_json_schema(
+            schema, strict=True, strict_properties=strict_properties, whitespace=whitespace
+        )
+        return compiled.grammar if cls is Grammar else cls(compiled.gbnf)
 
     @classmethod
     def json(cls) -> Grammar:

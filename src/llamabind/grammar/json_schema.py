@@ -63,8 +63,9 @@ from typing import Any, Literal
 from urllib.parse import unquote
 
 from llamabind.errors import GrammarError, SchemaError
-from llamabind.grammar.gbnf import validate_gbnf
+from llamabind.grammar.grammar import Grammar
 
+from ._cache import SchemaCache
 from ._containers import _ContainerRules
 from ._emit import _MAX_ALTERNATIVES, _PRIMITIVES, _alt, _fail, _json_text, _lit, _ptr, _ungroup
 from ._schema import (
@@ -83,7 +84,16 @@ from ._schema import (
 )
 from ._validate import SchemaValidator, linear_regex
 
-__all__ = ["CompiledSchema", "compile_json_schema", "json_schema_to_gbnf"]
+__all__ = [
+    "CompiledSchema",
+    "clear_caches",
+    "compile_json_schema",
+    "convert_unchecked",
+    "json_schema_to_gbnf",
+]
+
+_CACHE = SchemaCache()
+_ATOM = re.compile(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"")  # a rule name or a string literal
 
 _MAX_PRODUCT = 4096
 _MAX_WORK = 200_000
@@ -170,7 +180,7 @@ class _Converter(_ContainerRules):
     def atom(self, locs: list[_Loc], hint: str) -> str:
         """A rule name (or other atom) matching the conjunction of `locs`."""
         expr = self.expr(locs, hint)
-        if re.fullmatch(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"", expr):
+        if _ATOM.fullmatch(expr):
             return expr
         return self.add_rule(hint, expr)
 
@@ -491,10 +501,18 @@ class CompiledSchema:
     gbnf: str
     relaxed: tuple[str, ...] = ()
     _validator: SchemaValidator | None = field(default=None, repr=False, compare=False)
+    _grammar: Grammar | None = field(default=None, repr=False, compare=False)
 
     @property
     def exact(self) -> bool:
         return not self.relaxed
+
+    @property
+    def grammar(self) -> Grammar:
+        """`gbnf` as a `Grammar` (checked once: `compile_json_schema` hands over the one it checked)."""
+        if self._grammar is None or self._grammar.text != self.gbnf:
+            self._grammar = Grammar(self.gbnf)
+        return self._grammar
 
     def errors(self, text: str) -> list[str]:
         """Why generated JSON text is not valid for the schema (empty when it is)."""
@@ -515,8 +533,40 @@ def compile_json_schema(
     ``strict``: refuse keywords the grammar cannot enforce instead of listing them in
     ``relaxed``; ``strict_properties=False``: objects without ``additionalProperties`` also take
     extra properties; ``whitespace``: ``"bounded"`` (llama.cpp's bound) or ``"compact"`` (none).
-    Raises `SchemaError` naming the keyword and its JSON pointer.
+    Raises `SchemaError` naming the keyword and its JSON pointer. Results are cached (the last
+    128 schemas, keyed by their JSON text and the options; `clear_caches` empties the cache).
     """
+    key = _CACHE.key(schema, (strict, strict_properties, whitespace))
+    hit = _CACHE.get(key) if key is not None else None
+    if hit is not None:
+        return CompiledSchema(schema, hit[1].text, hit[0], _grammar=hit[1])
+    text, relaxed = convert_unchecked(
+        schema, strict=strict, strict_properties=strict_properties, whitespace=whitespace
+    )
+    try:
+        grammar = Grammar(text)  # checks it as llama.cpp would (and against its limits)
+    except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
+        raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
+    if key is not None:
+        _CACHE.put(key, (relaxed, grammar))
+    return CompiledSchema(schema, text, relaxed, _grammar=grammar)
+
+
+def clear_caches() -> None:
+    """Forget every compiled schema (`compile_json_schema` caches the last 128)."""
+    _CACHE.clear()
+
+
+def convert_unchecked(
+    schema: dict[str, Any] | bool,
+    *,
+    strict: bool = False,
+    strict_properties: bool = True,
+    whitespace: Whitespace = "bounded",
+) -> tuple[str, tuple[str, ...]]:
+    """`compile_json_schema` without its last step, the check of the grammar against llama.cpp's
+    parser and limits: the GBNF text and the relaxed keywords. For measuring the conversion alone
+    (benchmarks/json_schema_bench.py); everything else should use `compile_json_schema`."""
     if not isinstance(schema, (dict, bool)):
         raise SchemaError(f"a JSON schema must be an object or a boolean, not {type(schema).__name__}")
     if whitespace not in ("bounded", "compact"):
@@ -534,12 +584,7 @@ def compile_json_schema(
     except RecursionError:
         raise SchemaError("schema is nested too deeply") from None
     conv.rules = {"root": _ungroup(body), **conv.rules}
-    text = conv.output()
-    try:
-        validate_gbnf(text)
-    except GrammarError as exc:  # e.g. llama.cpp's limits on nested repetitions in a pattern
-        raise SchemaError(f"the schema needs a grammar llama.cpp would reject: {exc}") from None
-    return CompiledSchema(schema, text, tuple(conv.relaxed))
+    return conv.output(), tuple(conv.relaxed)
 
 
 def json_schema_to_gbnf(
