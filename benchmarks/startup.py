@@ -6,6 +6,12 @@ Rows (median of --runs fresh processes each, run interleaved so that machine loa
 ``llamabind --version`` vs ``python -c "import llama_cpp"``, and a whole ``llamabind complete`` (default
 model, greedy, --tokens, --threads, same n_ctx) vs a llama-cpp-python ``Llama`` script doing the same
 greedy completion. Targets: --version <= 1.3x import llama_cpp; complete <= 0.98x llama-cpp-python.
+
+Both sides run with the same settings: 1 sequence, n_ctx, n_batch = n_ubatch = 512, --threads for
+generation and prompt alike, the model memory-mapped, flash attention on (llamabind's "auto" turns
+it on for the CPU; ``Llama`` defaults to off, so it is asked for), and the same CPU weight kernels
+(``lcp_kernels``). llamabind's bytecode is compiled first, as an installed wheel has it
+(``PYTHONDONTWRITEBYTECODE`` would otherwise make every process compile it again).
 """
 
 from __future__ import annotations
@@ -20,12 +26,17 @@ import time
 
 PROMPT = "Once upon a time, in a small village by the sea, there lived"
 N_CTX = 1024
+N_BATCH = 512
 
 LLAMA_CPP_SCRIPT = """
 import sys
 from llama_cpp import Llama
+N_BATCH = 512
 path, threads, tokens, n_ctx, prompt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-llm = Llama(path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+llm = Llama(
+    path, n_ctx=n_ctx, n_batch=N_BATCH, n_ubatch=N_BATCH, n_threads=threads, n_threads_batch=threads,
+    flash_attn=True, use_mmap=True, verbose=False,
+)
 for chunk in llm(prompt, max_tokens=tokens, temperature=0.0, top_k=1, stream=True):
     sys.stdout.write(chunk["choices"][0]["text"])
 sys.stdout.flush()
@@ -45,8 +56,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=256)
     args = ap.parse_args()
 
+    import compileall
+
     import lcp_kernels
     import llamabind
+
+    compileall.compile_dir(os.path.dirname(llamabind.__file__), quiet=1)
 
     model = str(llamabind.default_model_path())
     exe = shutil.which("llamabind") or os.path.join(os.path.dirname(sys.executable), "llamabind")
@@ -74,6 +89,10 @@ def main() -> None:
                     t,
                     "-c",
                     str(N_CTX),
+                    "-b",
+                    str(N_BATCH),
+                    "-ub",
+                    str(N_BATCH),
                     "--temp",
                     "0",
                 ],
