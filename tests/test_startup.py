@@ -80,3 +80,15 @@ def test_raw_bindings_skip_llama_cpp_python_high_level_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["[]"]
+
+
+def test_llama_cpp_python_version_read_beside_the_package() -> None:
+    """The version check reads the dist-info beside ``llama_cpp`` (no ``importlib.metadata`` import):
+    the version importlib.metadata reports."""
+    import importlib.metadata
+
+    from llamabind._native import lib
+
+    assert lib._version_beside_package() == importlib.metadata.version("llama-cpp-python")
+    loaded = _modules_after("from llamabind._native.lib import ll\nll()")
+    assert "importlib.metadata" not in loaded and "llama_cpp.llama" not in loaded

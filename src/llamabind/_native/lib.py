@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.machinery
-import importlib.metadata
 import importlib.util
 import os
 import pathlib
@@ -75,11 +74,37 @@ def _package_lib_dir() -> pathlib.Path:
     return pathlib.Path(spec.origin).parent / "lib"
 
 
-def _check_distribution() -> None:
+def _version_beside_package() -> str | None:
+    """The version in the ``llama_cpp_python-*.dist-info`` beside the ``llama_cpp`` package, read
+    without importing ``importlib.metadata`` (a few hundredths of a second of start-up); None when
+    there is not exactly one such directory with a version."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    found = list(pathlib.Path(spec.origin).parent.parent.glob("llama_cpp_python-*.dist-info"))
+    if len(found) != 1:
+        return None
     try:
-        found = importlib.metadata.version("llama-cpp-python")
-    except importlib.metadata.PackageNotFoundError:
-        found = "not installed"
+        with (found[0] / "METADATA").open(encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():  # end of the headers
+                    break
+    except OSError:
+        return None
+    return None
+
+
+def _check_distribution() -> None:
+    found = _version_beside_package()
+    if found is None:
+        import importlib.metadata
+
+        try:
+            found = importlib.metadata.version("llama-cpp-python")
+        except importlib.metadata.PackageNotFoundError:
+            found = "not installed"
     if found != REQUIRED_LLAMA_CPP_PYTHON:
         raise NativeLibraryError(
             f"found llama-cpp-python {found}, but llamabind needs exactly llama-cpp-python=="
