@@ -1,6 +1,6 @@
 """Start-up and whole-process wall time, side by side in one run (issue 17).
 
-    python benchmarks/startup.py [--runs 5] [--threads 1] [--tokens 256]
+    python benchmarks/startup.py [--runs 5] [--threads 1] [--tokens 256] [-v]
 
 Rows (median of --runs fresh processes each, run interleaved so that machine load affects all alike):
 ``llamabind --version`` vs ``python -c "import llama_cpp"``, and a whole ``llamabind complete`` (default
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -43,10 +44,14 @@ sys.stdout.flush()
 """
 
 
-def _time(cmd: list[str]) -> float:
+def _time(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one fresh process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main() -> None:
@@ -54,6 +59,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=256)
+    ap.add_argument("-v", "--verbose", action="store_true", help="also print every run (wall/CPU s)")
     args = ap.parse_args()
 
     import compileall
@@ -112,18 +118,24 @@ def main() -> None:
             ),
         ),
     }
-    times: dict[str, list[float]] = {label: [] for pair in pairs.values() for label, _ in pair}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for pair in pairs.values() for label, _ in pair}
     for cmd in (c for pair in pairs.values() for _, c in pair):  # warm the page cache once
         _time(cmd)
     for _ in range(args.runs):
         for pair in pairs.values():
             for label, cmd in pair:
                 times[label].append(_time(cmd))
-    print(f"median of {args.runs} runs, model {os.path.basename(model)}")
+    print(f"median of {args.runs} runs (wall; CPU = user + system), model {os.path.basename(model)}")
     for name, ((a, _), (b, _)) in pairs.items():
-        ma, mb = statistics.median(times[a]), statistics.median(times[b])
-        print(f"{name:9s} {a:45s} {ma:7.3f} s")
-        print(f"{'':9s} {b:45s} {mb:7.3f} s   ratio {ma / mb:.2f}x")
+        wa, wb = (statistics.median(w for w, _ in times[x]) for x in (a, b))
+        ca, cb = (statistics.median(c for _, c in times[x]) for x in (a, b))
+        print(f"{name:9s} {a:45s} {wa:7.3f} s wall  {ca:7.3f} s CPU")
+        print(
+            f"{'':9s} {b:45s} {wb:7.3f} s wall  {cb:7.3f} s CPU   ratio {wa / wb:.2f}x wall, {ca / cb:.2f}x CPU"
+        )
+        if args.verbose:
+            for x in (a, b):
+                print(f"{'':9s}   {x}: " + ", ".join(f"{w:.2f}/{c:.2f}" for w, c in times[x]))
 
 
 if __name__ == "__main__":
