@@ -61,3 +61,34 @@ def test_command_table_is_complete() -> None:
     for name in COMMANDS:  # each command parses with only its own module imported
         action = next(a for a in build_parser([name])._actions if isinstance(a, argparse._SubParsersAction))
         assert name in action.choices
+
+
+def test_raw_bindings_skip_llama_cpp_python_high_level_package() -> None:
+    """Loading libllama runs ``llama_cpp.llama_cpp`` only (not the package's ``Llama``, jinja2, numpy);
+    ``import llama_cpp`` afterwards still gives the whole package, the same raw module in it."""
+    code = (
+        "import sys\n"
+        "from llamabind._native.lib import ll\n"
+        "raw = ll()\n"
+        "before = sorted(m for m in ('jinja2', 'numpy', 'llama_cpp.llama', 'diskcache') if m in sys.modules)\n"
+        "import llama_cpp\n"
+        "from llama_cpp import Llama, llama_grammar\n"
+        "assert llama_cpp.llama_cpp is raw and llama_cpp.__version__ == '0.3.36', llama_cpp.__version__\n"
+        "assert Llama.__module__ == 'llama_cpp.llama' and llama_grammar.LlamaGrammar is not None\n"
+        "print(before)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["[]"]
+
+
+def test_llama_cpp_python_version_read_beside_the_package() -> None:
+    """The version check reads the dist-info beside ``llama_cpp`` (no ``importlib.metadata`` import):
+    the version importlib.metadata reports."""
+    import importlib.metadata
+
+    from llamabind._native import lib
+
+    assert lib._version_beside_package() == importlib.metadata.version("llama-cpp-python")
+    loaded = _modules_after("from llamabind._native.lib import ll\nll()")
+    assert "importlib.metadata" not in loaded and "llama_cpp.llama" not in loaded

@@ -167,3 +167,26 @@ def test_cli_info_refuses_zero_layers_override() -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "llama.block_count=0 is out of range" in lines[0]
+
+
+def test_header_walk_keeps_the_vocabulary_it_steps_over(tmp_path: Path) -> None:
+    """``read_header(keep=...)`` collects a string array in the walk that parses the header: the
+    same items a later ``array()`` read gives, the last of a repeated key, nothing for other types."""
+    from llamabind.core.gguf_file import read_header
+
+    model = smollm2_q4_path()
+    kept = read_header(model, keep=("tokenizer.ggml.tokens", "tokenizer.ggml.token_type"))
+    plain = read_header(model)
+    assert set(kept._cache) == {"tokenizer.ggml.tokens"}  # token_type holds integers: read on demand
+    tokens = kept.array("tokenizer.ggml.tokens")
+    assert len(tokens) == 49152 and tokens == plain.array("tokenizer.ggml.tokens")
+    assert kept.array("tokenizer.ggml.token_type") == plain.array("tokenizer.ggml.token_type")
+    twice = build_metadata_variant(
+        tmp_path,
+        "twice",
+        lambda kv: [
+            *kv,
+            KVEntry("tokenizer.ggml.tokens", [b"a", b"b"], GGUFValueType.ARRAY, GGUFValueType.STRING),
+        ],
+    )
+    assert read_header(twice, keep=("tokenizer.ggml.tokens",)).array("tokenizer.ggml.tokens") == [b"a", b"b"]

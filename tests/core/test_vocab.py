@@ -27,6 +27,19 @@ def test_special_tokens(model: lb.Model) -> None:
     assert v.is_eog(2) and v.is_eog(0) and not v.is_eog(1) and not v.is_eog(198)
 
 
+def test_is_eog_asks_per_token_without_a_vocabulary_scan() -> None:
+    """``is_eog`` asks llama.cpp about the one token (cached), the same answers as the full set,
+    which is only built when ``eog_tokens`` is read."""
+    with lb.Model(lb.default_model_path(), vocab_only=True) as m:
+        v = m.vocab
+        assert [v.is_eog(t) for t in (0, 1, 2, 4, 198, *OUT_OF_RANGE)] == [True, False, True, True] + [
+            False
+        ] * 5
+        assert v._eog is None  # no scan so far
+        assert v.eog_tokens == frozenset({0, 2, 4})
+        assert all(v.is_eog(t) == (t in v.eog_tokens) for t in range(0, N_VOCAB, 97))
+
+
 def test_token_text_score_attrs(model: lb.Model) -> None:
     v = model.vocab
     assert v.token_text(1) == "<|im_start|>"

@@ -58,9 +58,11 @@ def _on_log(level: int, text: bytes | None, _user: Any) -> None:
     # Called from llama.cpp threads; never raise out of a ctypes callback.
     global _pending_level, _error_seq
     try:
-        piece = (text or b"").decode("utf-8", "replace")
         if level != 5:
             _pending_level = _LEVELS.get(level, logging.INFO)
+        if _pending_level < logging.ERROR and not native_log.isEnabledFor(_pending_level):
+            return  # the common case while loading: hundreds of lines nobody listens to
+        piece = (text or b"").decode("utf-8", "replace")
         if _pending_level >= logging.ERROR and piece.strip():
             _error_seq += 1
             _errors.append((_error_seq, threading.get_ident(), piece.strip()))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
 import os
 import threading
@@ -151,7 +150,13 @@ def embeddings_seq(ctx: int, seq_id: int, n: int) -> npt.NDArray[np.float32] | N
 
 
 def _find_strlen() -> Any:
-    name = ctypes.util.find_library("c")
+    try:  # the process's own symbols: libc's on POSIX (no ``ctypes.util``, which runs ldconfig)
+        return ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+    except (OSError, AttributeError, TypeError):
+        pass
+    from ctypes.util import find_library
+
+    name = find_library("c")
     try:
         libc = ctypes.CDLL(name) if name else ctypes.CDLL(None)
         return ctypes.cast(libc.strlen, ctypes.c_void_p).value

@@ -10,7 +10,7 @@ This is the one place that decides *which* libllama is used:
 from __future__ import annotations
 
 import ctypes
-import importlib.metadata
+import importlib.machinery
 import importlib.util
 import os
 import pathlib
@@ -74,16 +74,81 @@ def _package_lib_dir() -> pathlib.Path:
     return pathlib.Path(spec.origin).parent / "lib"
 
 
-def _check_distribution() -> None:
+def _version_beside_package() -> str | None:
+    """The version in the ``llama_cpp_python-*.dist-info`` beside the ``llama_cpp`` package, read
+    without importing ``importlib.metadata`` (a few hundredths of a second of start-up); None when
+    there is not exactly one such directory with a version."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.origin:
+        return None
+    found = list(pathlib.Path(spec.origin).parent.parent.glob("llama_cpp_python-*.dist-info"))
+    if len(found) != 1:
+        return None
     try:
-        found = importlib.metadata.version("llama-cpp-python")
-    except importlib.metadata.PackageNotFoundError:
-        found = "not installed"
+        with (found[0] / "METADATA").open(encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+                if not line.strip():  # end of the headers
+                    break
+    except OSError:
+        return None
+    return None
+
+
+def _check_distribution() -> None:
+    found = _version_beside_package()
+    if found is None:
+        import importlib.metadata
+
+        try:
+            found = importlib.metadata.version("llama-cpp-python")
+        except importlib.metadata.PackageNotFoundError:
+            found = "not installed"
     if found != REQUIRED_LLAMA_CPP_PYTHON:
         raise NativeLibraryError(
             f"found llama-cpp-python {found}, but llamabind needs exactly llama-cpp-python=="
             f"{REQUIRED_LLAMA_CPP_PYTHON} (its ctypes struct layouts must match the library)"
         )
+
+
+def _import_raw_module() -> ModuleType:
+    """``llama_cpp.llama_cpp``, without running the package's ``__init__`` first when nothing has.
+
+    That ``__init__`` imports llama-cpp-python's high-level ``Llama`` (numpy, jinja2, diskcache,
+    its chat formats): a tenth of a second of start-up for code llamabind never calls. The package
+    module is made from its spec and put in ``sys.modules`` unexecuted; the first attribute asked of
+    it that it lacks (``llama_cpp.Llama``, ``__version__``) runs its ``__init__`` then (PEP 562), so
+    ``import llama_cpp`` elsewhere in the process still gets the whole package.
+    """
+    if "llama_cpp" not in sys.modules:
+        spec = importlib.util.find_spec("llama_cpp")
+        if spec is not None and spec.loader is not None and spec.submodule_search_locations:
+            sys.modules["llama_cpp"] = _deferred_package(spec)
+    try:
+        import llama_cpp.llama_cpp as module
+    except BaseException:
+        pkg = sys.modules.get("llama_cpp")
+        if pkg is not None and "__getattr__" in vars(pkg):  # still the unexecuted package: drop it
+            del sys.modules["llama_cpp"]
+        raise
+    return module
+
+
+def _deferred_package(spec: importlib.machinery.ModuleSpec) -> ModuleType:
+    pkg = importlib.util.module_from_spec(spec)
+    loader = spec.loader
+    assert loader is not None
+    lock = threading.RLock()
+
+    def __getattr__(name: str) -> Any:
+        with lock:
+            if vars(pkg).pop("__getattr__", None) is not None:
+                loader.exec_module(pkg)
+        return getattr(pkg, name)
+
+    vars(pkg)["__getattr__"] = __getattr__
+    return pkg
 
 
 def _load() -> None:
@@ -125,7 +190,7 @@ def _load() -> None:
     ggml_base.ggml_version.restype = ctypes.c_char_p
     ggml_base.ggml_commit.restype = ctypes.c_char_p
     try:
-        import llama_cpp.llama_cpp as module
+        module = _import_raw_module()
     except (OSError, RuntimeError, FileNotFoundError) as exc:
         raise NativeLibraryError(f"cannot load libllama from {directory}: {exc}") from exc
     except AttributeError as exc:

@@ -225,6 +225,9 @@ class Context(NativeOwner):
             raise ValueError("cannot decode an empty batch")
         if n > self.n_batch:
             raise ValueError(f"batch of {n} tokens exceeds n_batch={self.n_batch}")
+        if n == 1:  # one token per generation step: plain ints, no numpy reductions
+            self._check_one(batch)
+            return n
         if batch._buf.embd is None:
             toks = batch._buf.token[:n]
             if int(toks.min()) < 0 or int(toks.max()) >= self.n_vocab:
@@ -240,6 +243,19 @@ class Context(NativeOwner):
                 f"sequence id {hi if hi >= self.n_seq_max else lo} out of range [0, {self.n_seq_max})"
             )
         return n
+
+    def _check_one(self, batch: Batch) -> None:
+        b = batch._buf
+        if b.embd is None:
+            tok = int(b.token[0])
+            if not 0 <= tok < self.n_vocab:
+                raise TokenizeError(f"token id {tok} out of range [0, {self.n_vocab})")
+        ids = b.seq_id[0, : int(b.n_seq_id[0])].tolist()
+        hi, lo = max(ids), min(ids)
+        if lo < 0 or hi >= self.n_seq_max:
+            raise ValueError(
+                f"sequence id {hi if hi >= self.n_seq_max else lo} out of range [0, {self.n_seq_max})"
+            )
 
     def decode(self, batch: Batch) -> None:
         """Run the model on a batch. Raises NoKvSlotError / AbortedError / DecodeError."""

@@ -13,6 +13,7 @@ import functools
 import mmap
 import os
 import struct
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,7 @@ def _walk_strings(buf: Any, pos: int, n: int, out: list[bytes] | None) -> int:
         if k > size - pos:
             raise ValueError("string length past the end of the file")
         if append is not None:
-            append(bytes(buf[pos : pos + k]))
+            append(buf[pos : pos + k])  # bytes: `buf` is an mmap
         pos += k
     return pos
 
@@ -182,14 +183,19 @@ class _Cursor:
         self.pos += arr.length * width
         return out
 
-    def value(self, vtype: int) -> Any:
+    def value(self, vtype: int, strings: list[bytes] | None = None) -> Any:
+        """The value at the cursor; an array of strings also fills `strings` (when given) with its
+        items, in the one walk that steps over them."""
         if vtype == VT_STRING:
             return self.raw_string()
         if vtype == VT_ARRAY:
             sub = self.unpack("<I")
             n = self.unpack("<Q")
             arr = GGUFArray(sub, n, self.pos)
-            self.skip_array(sub, n)
+            if sub == VT_STRING and strings is not None:
+                self.pos = _walk_strings(self.buf, self.pos, n, strings)
+            else:
+                self.skip_array(sub, n)
             return arr
         if vtype in _SCALAR:
             return self.unpack(_SCALAR[vtype])
@@ -275,10 +281,12 @@ class GGUFHeader:
         return out
 
 
-def read_header(path: PathLike) -> GGUFHeader:
+def read_header(path: PathLike, *, keep: Collection[str] = ()) -> GGUFHeader:
     """Parse a GGUF file's metadata and tensor infos (no tensor data).
 
-    Raises ValueError for anything that is not a well-formed little-endian GGUF.
+    The items of the string arrays named in `keep` are collected while the header walk steps over
+    them (``header.array(key)`` then reads nothing more). Raises ValueError for anything that is
+    not a well-formed little-endian GGUF.
     """
     p = Path(path)
     check_gguf_magic(p, error=ValueError)
@@ -292,10 +300,18 @@ def read_header(path: PathLike) -> GGUFHeader:
             n_tensors = c.unpack("<Q")
             n_kv = c.unpack("<Q")
             kv: list[GGUFKV] = []
+            kept: dict[str, list[Any]] = {}
             for _ in range(n_kv):
                 key = c.string()
                 vtype = c.unpack("<I")
-                kv.append(GGUFKV(key, c.value(vtype), vtype))
+                strings: list[bytes] | None = [] if key in keep else None
+                value = c.value(vtype, strings)
+                kv.append(GGUFKV(key, value, vtype))
+                if strings is not None:  # a repeated key: the last one counts, as in `get`
+                    if isinstance(value, GGUFArray) and value.sub_type == VT_STRING:
+                        kept[key] = strings
+                    else:
+                        kept.pop(key, None)
             tensors: list[GGUFTensorInfo] = []
             for _ in range(n_tensors):
                 name = c.string()
@@ -310,6 +326,7 @@ def read_header(path: PathLike) -> GGUFHeader:
             raise ValueError(f"{p}: truncated GGUF header ({exc})") from exc
         end = c.pos
     header = GGUFHeader(p, version, kv, tensors, 0, _DEFAULT_ALIGNMENT, size)
+    header._cache.update(kept)
     alignment = header.get("general.alignment", _DEFAULT_ALIGNMENT)
     header.alignment = int(alignment) if isinstance(alignment, int) and alignment > 0 else _DEFAULT_ALIGNMENT
     header.data_offset = (end + header.alignment - 1) // header.alignment * header.alignment

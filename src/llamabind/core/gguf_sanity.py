@@ -76,7 +76,11 @@ def _check_vocab(header: GGUFHeader, overridden: set[str], path: Path) -> None:
             )
     if tokens.sub_type != VT_STRING:
         return  # llama.cpp refuses a vocabulary that is not made of strings ("invalid gguf type")
-    items = [_token_text(i, tok) for i, tok in enumerate(header.array(_TOKENS))]
+    raw: list[bytes] = header.array(_TOKENS)
+    distinct = set(raw)
+    if len(distinct) == len(raw) and b"" not in distinct and b"\0" not in b"".join(raw):
+        return  # no empty token and no NUL byte: the texts are the raw strings, all distinct
+    items = [_token_text(i, tok) for i, tok in enumerate(raw)]
     if len(set(items)) != len(items):
         seen: dict[bytes, int] = {}
         for i, tok in enumerate(items):
@@ -98,7 +102,7 @@ def check_model_metadata(
     this reader cannot parse is left to llama.cpp, which reports it as a load failure.
     """
     try:
-        header = read_header(path)
+        header = read_header(path, keep=(_TOKENS,))
     except (ValueError, OSError):
         return
     overrides = dict(kv_overrides or {})

@@ -39,6 +39,7 @@ class Vocab:
         self.n_tokens = nmodel.vocab_int(handle, "n_tokens")
         self._pieces: dict[tuple[int, bool], bytes] = {}
         self._eog: frozenset[int] | None = None
+        self._eog_of: dict[int, bool] = {}  # tokens asked about one at a time
 
     def _v(self) -> int:
         if self._model.closed:
@@ -86,16 +87,22 @@ class Vocab:
                 raise TokenizeError(f"token id {t} out of range [0, {n})")
 
     def is_eog(self, token: int) -> bool:
-        """True for end-of-generation tokens (EOS, EOT, …)."""
-        if self._eog is None:
-            v = self._v()
-            self._eog = frozenset(t for t in range(self.n_tokens) if nmodel.vocab_is_eog(v, t))
-        return token in self._eog
+        """True for end-of-generation tokens (EOS, EOT, …). One native lookup per distinct token
+        (cached): no scan over the vocabulary."""
+        if self._eog is not None:
+            return token in self._eog
+        hit = self._eog_of.get(token)
+        if hit is None:
+            hit = 0 <= token < self.n_tokens and nmodel.vocab_is_eog(self._v(), token)
+            self._eog_of[token] = hit
+        return hit
 
     @property
     def eog_tokens(self) -> frozenset[int]:
-        self.is_eog(0)
-        assert self._eog is not None
+        """All end-of-generation tokens (one scan over the vocabulary, on first use)."""
+        if self._eog is None:
+            v = self._v()
+            self._eog = frozenset(t for t in range(self.n_tokens) if nmodel.vocab_is_eog(v, t))
         return self._eog
 
     def is_control(self, token: int) -> bool:

@@ -15,7 +15,7 @@ matcher (a stop string never leaks, not even in part), end-of-generation and sto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..core import StreamingDetokenizer, Vocab
 from .stop import StopMatcher
@@ -38,7 +38,7 @@ class OutputStream:
     the stop string on is dropped. ``render_special`` puts the text of special tokens in the output.
     """
 
-    __slots__ = ("_detok", "_end", "_matcher", "_max", "finish_reason", "n_generated")
+    __slots__ = ("_detok", "_eog", "_matcher", "_max", "_stop_tokens", "finish_reason", "n_generated")
 
     def __init__(
         self,
@@ -52,10 +52,9 @@ class OutputStream:
         ignore_eos: bool = False,
         render_special: bool = False,
     ) -> None:
-        end: frozenset[int] = frozenset() if ignore_eos else vocab.eog_tokens
-        if stop_tokens:
-            end = end | frozenset(stop_tokens)
-        self._end = end
+        # asked per sampled token (a cached native lookup): no scan over the whole vocabulary
+        self._eog: Callable[[int], bool] | None = None if ignore_eos else vocab.is_eog
+        self._stop_tokens = frozenset(stop_tokens)
         self._detok = StreamingDetokenizer(vocab, special=render_special)
         matcher = StopMatcher(stop)
         self._matcher: StopMatcher | None = matcher if matcher.stops else None
@@ -74,7 +73,8 @@ class OutputStream:
         token. Afterwards :attr:`finish_reason` says whether the output ended with this token.
         """
         n = self.n_generated = self.n_generated + 1
-        if token in self._end:
+        eog = self._eog
+        if token in self._stop_tokens or (eog is not None and eog(token)):
             self.finish_reason = "stop"
             return None
         text = self._detok.feed(token)
