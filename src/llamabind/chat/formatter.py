@@ -21,6 +21,7 @@ from ..core import Model
 from ..generation.sampling import SamplingParams
 from ..grammar import CompiledSchema, Grammar
 from .messages import ChatRequestError
+from .native_output import native_output_format, prompt_opens_native
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
@@ -116,11 +117,14 @@ class PreparedChat:
     reasoning_started: bool = False
     add_bos: bool = False
     schema: CompiledSchema | None = None  # response_format's schema: the output is validated against it
+    native_format: ToolCallFormat | None = None  # harmony / functionary_v3_2 output, tools or not
+    native_started: bool = False  # the prompt opened the format's first segment (Functionary's >>>)
+    native_reasoning: bool = True  # harmony's analysis channel is reasoning_content (else content)
 
     @property
     def render_special(self) -> bool:
         """Whether the output must keep special-token text: tool-call markers can be special tokens."""
-        return self.tool_format is not None
+        return self.tool_format is not None or self.native_format is not None
 
     def sampling(self, base: SamplingParams | None = None) -> SamplingParams:
         """``base`` with this request's grammar (if any)."""
@@ -141,6 +145,9 @@ class PreparedChat:
             reasoning_started=self.reasoning_started,
             id_factory=id_factory,
             schema=self.schema,
+            native_format=self.native_format,
+            native_started=self.native_started,
+            native_reasoning=self.native_reasoning,
         )
 
     def parse(self, text: str, finish_reason: str = "stop") -> ChatMessage:
@@ -358,7 +365,9 @@ class ChatFormatter:
         tokens = self.tokenize(prompt) if tokenize else []
         tags: tuple[str, str] | None = None
         started = False
-        if self.reasoning if reasoning is None else reasoning:
+        native = native_output_format(self.template_for(use_tools).source)
+        split = self.reasoning if reasoning is None else reasoning
+        if split and native is None:
             tags = detect_reasoning_tags(self.template_for(use_tools).source)
             if tags is not None:
                 started = prompt_opens_reasoning(prompt, tags)
@@ -374,6 +383,9 @@ class ChatFormatter:
             reasoning_started=started,
             add_bos=self.needs_bos(prompt),
             schema=schema,
+            native_format=native,
+            native_started=native is not None and prompt_opens_native(native, prompt),
+            native_reasoning=split,
         )
 
 

@@ -11,7 +11,11 @@ Formats (:class:`ToolCallFormat`):
   by ``tool.call(arg=…)`` is a built-in tool call.
 * ``mistral``: ``[TOOL_CALLS][{"name": …, "arguments": …}, …]`` and the newer
   ``[TOOL_CALLS]name[ARGS]{…}`` (optionally ``name[CALL_ID]id[ARGS]{…}``), repeated per call.
-* ``generic``: every marker above, and JSON only.
+* ``harmony`` (gpt-oss): channels; a call is a message ``to=functions.name`` whose body is the JSON
+  arguments, the ``analysis`` channel is reasoning (:mod:`.tool_harmony`).
+* ``functionary_v3_2``: ``>>>name`` + newline + JSON arguments, ``>>>all`` for content
+  (:mod:`.tool_functionary`). These two structure every turn, tools or not (:mod:`.native_output`).
+* ``generic``: every marker above (but the last two), and JSON only.
 
 In every format, output that *is* JSON from its first character (``{"tool_calls": [...]}``,
 ``{"tool_call": {...}}``, a bare ``{"name", "arguments"}`` object, or a list of those) is read as tool
@@ -62,6 +66,8 @@ class ToolCallFormat(str, enum.Enum):
     QWEN3_CODER = "qwen3_coder"
     LLAMA3 = "llama3"
     MISTRAL = "mistral"
+    HARMONY = "harmony"
+    FUNCTIONARY_V3_2 = "functionary_v3_2"
     GENERIC = "generic"
 
 
@@ -98,6 +104,8 @@ _MARKERS: dict[ToolCallFormat, tuple[str, ...]] = {
     ToolCallFormat.QWEN3_CODER: (_HERMES_OPEN,),
     ToolCallFormat.LLAMA3: (_PYTHON_TAG,),
     ToolCallFormat.MISTRAL: (_MISTRAL_OPEN,),
+    ToolCallFormat.HARMONY: (),  # parsed by .tool_harmony
+    ToolCallFormat.FUNCTIONARY_V3_2: (),  # parsed by .tool_functionary
     ToolCallFormat.GENERIC: (_HERMES_OPEN, _MISTRAL_OPEN, _PYTHON_TAG),
 }
 
@@ -110,10 +118,15 @@ def detect_tool_call_format(template: str | None) -> ToolCallFormat:
 
     ``<tool_call>`` with ``<function=``/``<parameter=`` → qwen3_coder; ``<tool_call>`` → hermes; ``[TOOL_CALLS]`` → mistral; ``<|python_tag|>``, or Llama 3 headers
     (``<|start_header_id|>``) together with an ``ipython`` role or ``"parameters"`` → llama3;
+    ``<|channel|>`` with ``<|message|>`` → harmony; ``>>>all`` → functionary_v3_2;
     anything else (including no template) → generic.
     """
     if not template:
         return ToolCallFormat.GENERIC
+    if "<|channel|>" in template and "<|message|>" in template:
+        return ToolCallFormat.HARMONY
+    if ">>>all" in template:
+        return ToolCallFormat.FUNCTIONARY_V3_2
     if _HERMES_OPEN in template and "<function=" in template and "<parameter=" in template:
         return ToolCallFormat.QWEN3_CODER
     if _HERMES_OPEN in template:
