@@ -21,7 +21,7 @@ from ..core import Model
 from ..generation.sampling import SamplingParams
 from ..grammar import CompiledSchema, Grammar
 from .messages import ChatRequestError
-from .native_output import native_output_format, prompt_opens_native
+from .native_output import arguments_as_text, native_output_format, prompt_opens_native
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
@@ -226,6 +226,7 @@ class ChatFormatter:
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
             media_marker=media_marker,
+            arguments_as_dict=not arguments_as_text(tpl.source),
             **dict(template_kwargs or {}),
         )
 

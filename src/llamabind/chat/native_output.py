@@ -21,6 +21,7 @@ __all__ = [
     "NativeEvent",
     "NativeOutputParser",
     "ReasoningText",
+    "arguments_as_text",
     "native_grammar",
     "native_output_format",
     "native_output_parser",
@@ -44,6 +45,12 @@ def native_output_format(template: str | None) -> ToolCallFormat | None:
     return fmt if fmt in NATIVE_OUTPUT_FORMATS else None
 
 
+def arguments_as_text(template: str | None) -> bool:
+    """Whether the template prints tool-call arguments as they came (a JSON string), not a dict:
+    Functionary v3.2's appends them to a string."""
+    return detect_tool_call_format(template) is ToolCallFormat.FUNCTIONARY_V3_2
+
+
 def prompt_opens_native(fmt: ToolCallFormat, prompt: str) -> bool:
     """Whether the rendered prompt already opened the model's first segment (Functionary's ``>>>``)."""
     return fmt is ToolCallFormat.FUNCTIONARY_V3_2 and prompt_opens_functionary(prompt)
@@ -61,7 +68,9 @@ def native_output_parser(
     """The streaming parser of a structured output format."""
     fmt = ToolCallFormat(fmt)
     if fmt is ToolCallFormat.HARMONY:
-        return HarmonyStreamParser(tools=tools, tool_names=tool_names, id_factory=id_factory, reasoning=reasoning)
+        return HarmonyStreamParser(
+            tools=tools, tool_names=tool_names, id_factory=id_factory, reasoning=reasoning
+        )
     if fmt is ToolCallFormat.FUNCTIONARY_V3_2:
         return FunctionaryStreamParser(started=started, tools=tools, id_factory=id_factory)
     raise ValueError(f"{fmt.value} is not a structured output format")

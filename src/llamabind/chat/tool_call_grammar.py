@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._gbnf_compose import gbnf_literal, json_string_literal, prefix_rules
+from .native_output import NATIVE_OUTPUT_FORMATS, native_grammar
 from .tool_calls import (
     _FUNC_NAME,
     _HERMES_CLOSE,
@@ -21,7 +22,6 @@ from .tool_calls import (
     ToolCallFormat,
     ToolChoiceError,
 )
-from .native_output import NATIVE_OUTPUT_FORMATS, native_grammar
 from .tool_xml import xml_call_rule
 
 __all__ = ["ToolGrammar", "tool_call_grammar"]
@@ -137,12 +137,12 @@ def tool_call_grammar(
         schema_to_gbnf = tool_arguments_gbnf
 
     if fmt in NATIVE_OUTPUT_FORMATS:  # harmony, functionary_v3_2: their own modules
-        text, patterns, words = native_grammar(
+        text, triggers, markers = native_grammar(
             fmt, functions, lazy=lazy, parallel=parallel_tool_calls, schema_to_gbnf=schema_to_gbnf
         )
         if not lazy:
             return ToolGrammar(grammar=text, lazy=False)
-        return ToolGrammar(grammar=text, lazy=True, trigger_patterns=patterns, trigger_words=words)
+        return ToolGrammar(grammar=text, lazy=True, trigger_patterns=triggers, trigger_words=markers)
 
     args_key = "parameters" if fmt is ToolCallFormat.LLAMA3 else "arguments"
     # The generic format is JSON the model is only told about: compact, so a small model spends its

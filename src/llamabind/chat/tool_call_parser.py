@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
+from .native_output import NATIVE_OUTPUT_FORMATS, NativeOutputParser, native_output_parser
 from .tool_calls import (
     _FUNC_NAME,
     _HERMES_CLOSE,
@@ -29,7 +30,6 @@ from .tool_calls import (
     _python_tag_call,
     new_tool_call_id,
 )
-from .native_output import NATIVE_OUTPUT_FORMATS, NativeOutputParser, native_output_parser
 from .tool_xml import parse_xml_call
 
 __all__ = ["StreamEvent", "ToolCallStreamParser", "parse_tool_calls"]
@@ -141,7 +141,9 @@ class ToolCallStreamParser:
         self._truncated = False
         self._native: NativeOutputParser | None = None  # harmony / functionary: their own parser
         if self.format in NATIVE_OUTPUT_FORMATS:
-            self._native = native_output_parser(self.format, tools=True, tool_names=tool_names, id_factory=id_factory)
+            self._native = native_output_parser(
+                self.format, tools=True, tool_names=tool_names, id_factory=id_factory
+            )
 
     @property
     def tool_calls(self) -> list[ToolCall]:
