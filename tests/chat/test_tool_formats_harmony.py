@@ -413,3 +413,24 @@ def test_forced_call_end_to_end(ctx: lb.Context, fmt: ToolCallFormat) -> None:
         assert r.finish_reason == "tool_calls", r
         assert [c.name for c in r.tool_calls] == ["get_weather"] and r.content is None
         assert isinstance(r.tool_calls[0].arguments_dict().get("city"), str)
+
+
+def test_formatter_passes_reasoning_back_to_gpt_oss(model: lb.Model) -> None:
+    f = ChatFormatter(model, ChatTemplate(SOURCES[HARMONY]))
+    tools = [{"type": "function", "function": {"name": "get_time"}}]  # no description, no parameters
+    convo = [
+        {"role": "user", "content": "Time?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "Need the clock.",
+            "tool_calls": [_call("get_time", {})],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "noon"},
+    ]
+    prompt = f.prepare(convo, tools=tools).prompt
+    assert (
+        "<|start|>assistant<|channel|>analysis<|message|>Need the clock.<|end|>"
+        "<|start|>assistant to=functions.get_time<|channel|>commentary json<|message|>{}<|call|>"
+    ) in prompt
+    assert prompt.endswith("<|start|>assistant")

@@ -25,6 +25,7 @@ from .native_output import arguments_as_text, native_output_format, prompt_opens
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
+from .tool_harmony import harmony_messages, harmony_tools
 from .template import ChatTemplate, render_chat, select_chat_template
 from .tool_call_grammar import tool_call_grammar
 from .tool_calls import ToolCallFormat, ToolChoiceError, detect_tool_call_format
@@ -217,6 +218,9 @@ class ChatFormatter:
         if not tpl.supports_tools and (tools or any(m.get("tool_calls") for m in messages)):
             msgs = _inline_tools(messages, tools)
             pass_tools = None
+        elif native_output_format(tpl.source) is ToolCallFormat.HARMONY:
+            msgs = harmony_messages(messages)
+            pass_tools = harmony_tools(tools) if tools else None
         return render_chat(
             tpl,
             msgs,

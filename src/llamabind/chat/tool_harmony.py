@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ._gbnf_compose import gbnf_literal, prefix_rules
 from .tool_calls import _WS, ToolCall, _dump, new_tool_call_id
 
-__all__ = ["HarmonyEvent", "HarmonyStreamParser", "ReasoningText", "harmony_grammar"]
+__all__ = [
+    "HarmonyEvent",
+    "HarmonyStreamParser",
+    "ReasoningText",
+    "harmony_grammar",
+    "harmony_messages",
+    "harmony_tools",
+]
 
 _START = "<|start|>"
 _CHANNEL = "<|channel|>"
@@ -269,6 +276,33 @@ class HarmonyStreamParser:
         elif not truncated and body.strip():
             self._content.new_message()
             self._content.write(body)  # not JSON arguments: show the text, without the markup
+
+
+def harmony_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Messages for gpt-oss's template: an assistant message's ``reasoning_content`` is its
+    ``thinking`` (the analysis channel the template renders before a call); next to tool calls it
+    replaces the content (the template takes one or the other)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        msg = dict(m)
+        reasoning = msg.get("reasoning_content")
+        if msg.get("role") == "assistant" and isinstance(reasoning, str) and "thinking" not in msg:
+            msg["thinking"] = reasoning
+            if msg.get("tool_calls"):
+                msg.pop("content", None)
+        out.append(msg)
+    return out
+
+
+def harmony_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Tools for gpt-oss's template, which writes each function's description: "" where none."""
+    out: list[dict[str, Any]] = []
+    for tool in tools:
+        fn = tool.get("function")
+        if isinstance(fn, Mapping) and "description" not in fn:
+            tool = {**tool, "function": {**fn, "description": ""}}
+        out.append(dict(tool))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
