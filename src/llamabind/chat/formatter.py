@@ -25,10 +25,10 @@ from .native_output import arguments_as_text, native_output_format, prompt_opens
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
-from .tool_harmony import harmony_messages, harmony_tools
 from .template import ChatTemplate, render_chat, select_chat_template
 from .tool_call_grammar import tool_call_grammar
 from .tool_calls import ToolCallFormat, ToolChoiceError, detect_tool_call_format
+from .tool_harmony import harmony_messages, harmony_tools
 
 __all__ = ["ChatFormatter", "PreparedChat", "model_chat_template"]
 
