@@ -220,6 +220,14 @@ CASES: list[tuple[ToolCallFormat, str, str, str | None, list[tuple[str, dict[str
         [],
     ),
     (FUNCTIONARY, "python\nprint(1)", "", None, [("python", {"code": "print(1)"})]),
+    (FUNCTIONARY, 'python\nprint(">>>")', "", None, [("python", {"code": 'print(">>>")'})]),
+    (  # a function segment that is not JSON is shown as it came, and the next segment read on
+        FUNCTIONARY,
+        "get_weather\nParis please>>>all\nSorry.",
+        "get_weather\nParis pleaseSorry.",
+        None,
+        [],
+    ),
     (FUNCTIONARY, "Not the format at all", "Not the format at all", None, []),
 ]
 

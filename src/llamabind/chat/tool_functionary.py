@@ -172,23 +172,28 @@ class FunctionaryStreamParser:
             i = s.find(_SEP, self._searched)
             if i < 0:
                 break
-            if self._finish_call(s[:i], at_end=False):
+            in_string = _inside_string(s[:i])
+            called = self._finish_call(s[:i], code=not in_string)
+            if called or not in_string:
+                if not called:
+                    self._content(self._name + "\n" + s[:i])  # not a call: the text as it came
                 self._buf = s[i + len(_SEP) :]
                 self._sep_seen = True
                 self._state = "recipient"
                 return True
-            self._searched = i + 1  # ">>>" inside the JSON (a string): read on
+            self._searched = i + 1  # ">>>" inside a JSON string: read on
         if not final:
             self._searched = max(self._searched, len(s) - len(_SEP) + 1)
             return False
         self._buf = ""
-        if not self._finish_call(s, at_end=True) and not truncated:
+        if not self._finish_call(s, code=True) and not truncated:
             self._content(self._name + "\n" + s)  # not a call: the text as it came
         self._state = "content"
         return False
 
-    def _finish_call(self, text: str, *, at_end: bool) -> bool:
-        """Read a function segment's text: True when it was a call (or dropped: no tools)."""
+    def _finish_call(self, text: str, *, code: bool) -> bool:
+        """Read a function segment's text: True when it was a call (or dropped: no tools).
+        ``code``: the text is complete, so a ``python`` segment that is not JSON is code."""
         body = text.lstrip(_WS)
         args: Any = None
         rest = ""
@@ -196,7 +201,7 @@ class FunctionaryStreamParser:
             args, k = json.JSONDecoder().raw_decode(body)
             rest = body[k:]
         except ValueError:
-            if self._name == "python" and at_end and body.strip():
+            if self._name == "python" and code and body.strip():
                 args = {"code": body}
         if not isinstance(args, dict):
             return False
@@ -207,6 +212,19 @@ class FunctionaryStreamParser:
         if rest.strip():
             self._content(rest)
         return True
+
+
+def _inside_string(text: str) -> bool:
+    """Whether ``text`` (the start of a JSON value) ends inside a string."""
+    inside = escape = False
+    for ch in text:
+        if escape:
+            escape = False
+        elif ch == "\\" and inside:
+            escape = True
+        elif ch == '"':
+            inside = not inside
+    return inside
 
 
 # ---------------------------------------------------------------------------------------------
