@@ -359,6 +359,11 @@ def test_grammars(fmt: ToolCallFormat) -> None:
         assert matches(req.grammar, two)
         single = tool_call_grammar(TOOLS, "required", fmt, parallel_tool_calls=False, schema_to_gbnf=_stub)
         assert single is not None and not matches(single.grammar, two)
+        dotted = [{"type": "function", "function": {"name": "get-weather.v2"}}]
+        lazy = tool_call_grammar(dotted, "auto", fmt, schema_to_gbnf=_stub)
+        assert lazy is not None
+        assert _lazy_start(lazy.trigger_patterns, "all\nOk.>>>get-weather.v2\n{}") == len("all\nOk.>>>")
+        assert _lazy_start(lazy.trigger_patterns, "get-weatherXv2\n{}") is None
 
 
 def _vocab_model() -> lb.Model:

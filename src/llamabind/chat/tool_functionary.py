@@ -263,7 +263,8 @@ def functionary_grammar(
             f"root ::= ( {gbnf_literal(_ALL + chr(10))} tc-text {sep} )? {calls}",
             'tc-text ::= ( [^>] | ">" [^>] | ">>" [^>] )*',
         ]
-    names = "|".join(re.escape(name) for name, _ in functions)
+    # names are [A-Za-z0-9_.:-]: only "." is special (outside a class), in Python's re and std::regex
+    names = "|".join(name.replace(".", "\\.") for name, _ in functions)
     patterns = (r"(?:[\s\S]*?" + re.escape(_SEP) + r")?((?:" + names + r")\n)[\s\S]*",)
     words = tuple(name + "\n" for name, _ in functions)
     return "\n".join(head + rules) + "\n", patterns, words
