@@ -276,6 +276,17 @@ def test_no_tools_calls_dropped_and_reasoning_switch() -> None:
     assert m.content == "more text" and _calls(m.tool_calls) == [("get_time", {})]
 
 
+def test_harmony_builtin_tools_only_when_offered() -> None:
+    text = '<|channel|>analysis to=browser.search json<|message|>{"query": "x"}'
+    assert parse_tool_calls(text, HARMONY, tool_names=["get_time"]).tool_calls == []
+    assert _calls(parse_tool_calls(text, HARMONY, tool_names=["browser.search"]).tool_calls) == [
+        ("browser.search", {"query": "x"})
+    ]
+    # a function call is read whatever its name (as inside other formats' markers)
+    call = "<|channel|>commentary to=functions.other<|message|>{}"
+    assert _calls(parse_tool_calls(call, HARMONY, tool_names=["get_time"]).tool_calls) == [("other", {})]
+
+
 def test_cut_calls_are_dropped_not_shown() -> None:
     for fmt, text in [
         (HARMONY, '<|channel|>commentary to=functions.get_weather json<|message|>{"city": "Pa'),

@@ -122,8 +122,8 @@ class HarmonyStreamParser:
     """Harmony output deltas → content, :class:`ReasoningText` and completed :class:`ToolCall` s.
 
     ``tools=False``: messages addressed to a tool are dropped (the request had no tools);
-    ``tool_names``: only calls of these names are kept (others are dropped, as a built-in tool the
-    request did not offer). ``reasoning=False``: the analysis channel is content.
+    ``tool_names``: a call to a built-in tool (a recipient outside ``functions.``, such as
+    ``browser.search``) is kept only when its name is one of these. ``reasoning=False``: the analysis channel is content.
     """
 
     def __init__(
@@ -213,7 +213,8 @@ class HarmonyStreamParser:
         recipient = next((r for r in _RECIPIENT.findall(header) if r not in _NOT_TOOLS), None)
         if recipient is not None:
             name = recipient.removeprefix("functions.")
-            keep = self._tools and (self._names is None or name in self._names)
+            builtin = name == recipient  # browser.search, python: kept only when the request has it
+            keep = self._tools and (not builtin or self._names is None or name in self._names)
             self._open("call" if keep else "drop")
             self._call_name = name
             self._call_body = ""
