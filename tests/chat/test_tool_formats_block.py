@@ -46,7 +46,6 @@ TEMPLATE_FORMATS = {
     "GLM-4.6.jinja": GLM,
     "deepseek-ai-DeepSeek-V3.1.jinja": V31,
     "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja": R1,
-    "llama-cpp-deepseek-r1.jinja": R1,
     "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja": R7B,
 }
 
@@ -153,13 +152,6 @@ RENDERED = [
         "deepseek-ai-DeepSeek-V3.1.jinja",
         '<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{"city": "Zürich", "days": 3}'
         "<｜tool▁call▁end｜><｜tool▁call▁begin｜>get_time<｜tool▁sep｜>{}<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
-        "<｜Assistant｜>",
-        "<｜end▁of▁sentence｜>",
-    ),
-    (
-        "llama-cpp-deepseek-r1.jinja",
-        "<｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n"
-        '{"city": "Zürich", "days": 3}\n```<｜tool▁call▁end｜>\n',
         "<｜Assistant｜>",
         "<｜end▁of▁sentence｜>",
     ),
@@ -293,7 +285,7 @@ OUTPUTS: list[tuple[ToolCallFormat, str, bool, str, str | None, str | None, list
     ),
     (
         R1,
-        "llama-cpp-deepseek-r1.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
         True,  # the prompt ends in <think>\n
         "I should look it up.\n</think>\n\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>"
         'get_weather\n```json\n{"city": "Paris", "days": 3}\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>'
@@ -304,7 +296,7 @@ OUTPUTS: list[tuple[ToolCallFormat, str, bool, str, str | None, str | None, list
     ),
     (  # calls started inside the reasoning the prompt opened (no </think>): they end it
         R1,
-        "llama-cpp-deepseek-r1.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
         True,
         "Look it up.\n<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_time\n```json\n{}\n```"
         "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
@@ -525,7 +517,7 @@ WEATHER = {
     [
         "GLM-4.6.jinja",
         "deepseek-ai-DeepSeek-V3.1.jinja",
-        "llama-cpp-deepseek-r1.jinja",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
         "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
     ],
 )

@@ -21,6 +21,7 @@ from ..core import Model
 from ..generation.sampling import SamplingParams
 from ..grammar import CompiledSchema, Grammar
 from .messages import ChatRequestError
+from .native_output import arguments_as_text, native_output_format, prompt_opens_native
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
@@ -28,6 +29,7 @@ from .template import ChatTemplate, render_chat, select_chat_template
 from .tool_blocks import BLOCK_FORMATS, describe_tools_natively
 from .tool_call_grammar import tool_call_grammar
 from .tool_calls import ToolCallFormat, ToolChoiceError, detect_tool_call_format
+from .tool_harmony import harmony_messages, harmony_tools
 
 __all__ = ["ChatFormatter", "PreparedChat", "model_chat_template"]
 
@@ -117,11 +119,14 @@ class PreparedChat:
     reasoning_started: bool = False
     add_bos: bool = False
     schema: CompiledSchema | None = None  # response_format's schema: the output is validated against it
+    native_format: ToolCallFormat | None = None  # harmony / functionary_v3_2 output, tools or not
+    native_started: bool = False  # the prompt opened the format's first segment (Functionary's >>>)
+    native_reasoning: bool = True  # harmony's analysis channel is reasoning_content (else content)
 
     @property
     def render_special(self) -> bool:
         """Whether the output must keep special-token text: tool-call markers can be special tokens."""
-        return self.tool_format is not None
+        return self.tool_format is not None or self.native_format is not None
 
     def sampling(self, base: SamplingParams | None = None) -> SamplingParams:
         """``base`` with this request's grammar (if any)."""
@@ -142,6 +147,9 @@ class PreparedChat:
             reasoning_started=self.reasoning_started,
             id_factory=id_factory,
             schema=self.schema,
+            native_format=self.native_format,
+            native_started=self.native_started,
+            native_reasoning=self.native_reasoning,
         )
 
     def parse(self, text: str, finish_reason: str = "stop") -> ChatMessage:
@@ -214,6 +222,9 @@ class ChatFormatter:
             native = fmt in BLOCK_FORMATS
             msgs = describe_tools_natively(messages, tools, fmt) if native else _inline_tools(messages, tools)
             pass_tools = None
+        elif native_output_format(tpl.source) is ToolCallFormat.HARMONY:
+            msgs = harmony_messages(messages)
+            pass_tools = harmony_tools(tools) if tools else None
         return render_chat(
             tpl,
             msgs,
@@ -223,6 +234,7 @@ class ChatFormatter:
             add_generation_prompt=add_generation_prompt,
             continue_final_message=continue_final_message,
             media_marker=media_marker,
+            arguments_as_dict=not arguments_as_text(tpl.source),
             **dict(template_kwargs or {}),
         )
 
@@ -362,7 +374,9 @@ class ChatFormatter:
         tokens = self.tokenize(prompt) if tokenize else []
         tags: tuple[str, str] | None = None
         started = False
-        if self.reasoning if reasoning is None else reasoning:
+        native = native_output_format(self.template_for(use_tools).source)
+        split = self.reasoning if reasoning is None else reasoning
+        if split and native is None:
             tags = detect_reasoning_tags(self.template_for(use_tools).source)
             if tags is not None:
                 started = prompt_opens_reasoning(prompt, tags)
@@ -378,6 +392,9 @@ class ChatFormatter:
             reasoning_started=started,
             add_bos=self.needs_bos(prompt),
             schema=schema,
+            native_format=native,
+            native_started=native is not None and prompt_opens_native(native, prompt),
+            native_reasoning=split,
         )
 
 

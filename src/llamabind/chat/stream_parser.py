@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..grammar import CompiledSchema
+from .native_output import NativeOutputParser, ReasoningText, native_output_parser
 from .reasoning import ReasoningStreamSplitter
 from .tool_blocks import BLOCK_FORMATS
 from .tool_call_parser import ToolCallStreamParser
@@ -55,6 +56,9 @@ class ChatStreamParser:
 
     ``tool_format=None`` disables tool-call parsing (a request without tools, or
     ``tool_choice="none"``). ``reasoning_tags=None`` disables the reasoning split.
+    ``native_format`` (harmony, functionary_v3_2: :mod:`.native_output`): that format's parser reads
+    the whole output instead (``native_started``: the prompt opened its first segment;
+    ``native_reasoning=False``: harmony's analysis channel is content).
     """
 
     def __init__(
@@ -66,8 +70,22 @@ class ChatStreamParser:
         reasoning_started: bool = False,
         id_factory: Callable[[], str] | None = None,
         schema: CompiledSchema | None = None,
+        native_format: ToolCallFormat | str | None = None,
+        native_started: bool = False,
+        native_reasoning: bool = True,
     ) -> None:
         self._schema = schema
+        self._native: NativeOutputParser | None = None
+        if native_format is not None:
+            self._native = native_output_parser(
+                native_format,
+                tools=tool_format is not None,
+                tool_names=tool_names,
+                id_factory=id_factory,
+                reasoning=native_reasoning,
+                started=native_started,
+            )
+            reasoning_tags = tool_format = None
         self.schema_errors: list[str] | None = None
         # a marked-block format's call markers also end an unclosed reasoning block
         block = BLOCK_FORMATS.get(ToolCallFormat(tool_format)) if tool_format is not None else None
@@ -109,6 +127,8 @@ class ChatStreamParser:
             raise RuntimeError("ChatStreamParser.feed() after finish()")
         if not text:
             return []
+        if self._native is not None:
+            return self._native_route(self._native.feed(text))
         if self._reasoning is not None:
             d = self._reasoning.feed(text)
             return self._route(d.reasoning, d.content, final=False)
@@ -119,7 +139,9 @@ class ChatStreamParser:
         out: list[ChatDelta] = []
         if not self._finished:
             self._finished = True
-            if self._reasoning is not None:
+            if self._native is not None:
+                out = self._native_route(self._native.finish(truncated=finish_reason == "length"))
+            elif self._reasoning is not None:
                 d = self._reasoning.finish()
                 out = self._route(d.reasoning, d.content, final=True, truncated=finish_reason == "length")
             else:
@@ -155,6 +177,19 @@ class ChatStreamParser:
                 if ev:
                     self._content.append(ev)
                     out.append(ChatDelta(content=ev))
+            else:
+                index = len(self._calls)
+                self._calls.append(ev)
+                out.append(ChatDelta(tool_calls=(ToolCallDelta(index, ev.id, ev.name, ev.arguments),)))
+        return out
+
+    def _native_route(self, events: Sequence[str | ToolCall | ReasoningText]) -> list[ChatDelta]:
+        out: list[ChatDelta] = []
+        for ev in events:
+            if isinstance(ev, ReasoningText):
+                out += self._route(ev.text, "", final=False)
+            elif isinstance(ev, str):
+                out += self._route("", ev, final=False)
             else:
                 index = len(self._calls)
                 self._calls.append(ev)

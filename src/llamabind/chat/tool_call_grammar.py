@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._gbnf_compose import gbnf_literal, json_string_literal, prefix_rules
+from .native_output import NATIVE_OUTPUT_FORMATS, native_grammar
 from .tool_blocks import BLOCK_FORMATS, block_grammar
 from .tool_calls import (
     _FUNC_NAME,
@@ -141,6 +142,13 @@ def tool_call_grammar(
         if not lazy:
             return ToolGrammar(grammar=text, lazy=False)
         return ToolGrammar(text, lazy=True, trigger_patterns=block_patterns, trigger_words=block_words)
+    if fmt in NATIVE_OUTPUT_FORMATS:  # harmony, functionary_v3_2: their own modules
+        text, triggers, markers = native_grammar(
+            fmt, functions, lazy=lazy, parallel=parallel_tool_calls, schema_to_gbnf=schema_to_gbnf
+        )
+        if not lazy:
+            return ToolGrammar(grammar=text, lazy=False)
+        return ToolGrammar(grammar=text, lazy=True, trigger_patterns=triggers, trigger_words=markers)
 
     args_key = "parameters" if fmt is ToolCallFormat.LLAMA3 else "arguments"
     # The generic format is JSON the model is only told about: compact, so a small model spends its

@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
+from .native_output import NATIVE_OUTPUT_FORMATS, NativeOutputParser, native_output_parser
 from .tool_blocks import BLOCK_FORMATS, read_tool_call_tag
 from .tool_calls import (
     _FUNC_NAME,
@@ -140,6 +141,11 @@ class ToolCallStreamParser:
         self._calls: list[ToolCall] = []
         self._finished = False
         self._truncated = False
+        self._native: NativeOutputParser | None = None  # harmony / functionary: their own parser
+        if self.format in NATIVE_OUTPUT_FORMATS:
+            self._native = native_output_parser(
+                self.format, tools=True, tool_names=tool_names, id_factory=id_factory
+            )
 
     @property
     def tool_calls(self) -> list[ToolCall]:
@@ -149,6 +155,8 @@ class ToolCallStreamParser:
     def feed(self, text: str) -> list[StreamEvent]:
         if self._finished:
             raise RuntimeError("ToolCallStreamParser.feed() after finish()")
+        if self._native is not None:
+            return self._native_events(self._native.feed(text))
         if text:
             self._buf += text
             self._run(final=False)
@@ -157,6 +165,9 @@ class ToolCallStreamParser:
     def finish(self, truncated: bool = False) -> list[StreamEvent]:
         """The rest of the events. ``truncated``: the output was cut (``max_tokens``): a call still
         open is dropped rather than shown as content, keeping the calls it completed."""
+        if self._native is not None:
+            self._finished = True
+            return self._native_events(self._native.finish(truncated))
         if not self._finished:
             self._finished = True
             self._truncated = truncated
@@ -167,6 +178,12 @@ class ToolCallStreamParser:
         return self._drain()
 
     # -- output ---------------------------------------------------------------------------------
+
+    def _native_events(self, events: Sequence[object]) -> list[StreamEvent]:
+        """A structured format's events without its reasoning (not content)."""
+        out = [ev for ev in events if isinstance(ev, (str, ToolCall))]
+        self._calls.extend(ev for ev in out if isinstance(ev, ToolCall))
+        return out
 
     def _drain(self) -> list[StreamEvent]:
         out: list[StreamEvent] = []

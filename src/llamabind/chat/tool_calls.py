@@ -13,6 +13,10 @@ Formats (:class:`ToolCallFormat`):
   ``[TOOL_CALLS]name[ARGS]{…}`` (optionally ``name[CALL_ID]id[ARGS]{…}``), repeated per call.
 * ``glm_4_5``, ``deepseek_v3_1``, ``deepseek_r1``, ``command_r7b``: marked blocks, described in
   :mod:`.tool_blocks`.
+* ``harmony`` (gpt-oss): channels; a call is a message ``to=functions.name`` whose body is the JSON
+  arguments, the ``analysis`` channel is reasoning (:mod:`.tool_harmony`).
+* ``functionary_v3_2``: ``>>>name`` + newline + JSON arguments, ``>>>all`` for content
+  (:mod:`.tool_functionary`). These two structure every turn, tools or not (:mod:`.native_output`).
 * ``generic``: every marker of hermes, llama3 and mistral, and JSON only.
 
 In every format, output that *is* JSON from its first character (``{"tool_calls": [...]}``,
@@ -68,6 +72,8 @@ class ToolCallFormat(str, enum.Enum):
     DEEPSEEK_V3_1 = "deepseek_v3_1"
     DEEPSEEK_R1 = "deepseek_r1"
     COMMAND_R7B = "command_r7b"
+    HARMONY = "harmony"
+    FUNCTIONARY_V3_2 = "functionary_v3_2"
     GENERIC = "generic"
 
 
@@ -104,6 +110,8 @@ _MARKERS: dict[ToolCallFormat, tuple[str, ...]] = {
     ToolCallFormat.QWEN3_CODER: (_HERMES_OPEN,),
     ToolCallFormat.LLAMA3: (_PYTHON_TAG,),
     ToolCallFormat.MISTRAL: (_MISTRAL_OPEN,),
+    ToolCallFormat.HARMONY: (),  # parsed by .tool_harmony
+    ToolCallFormat.FUNCTIONARY_V3_2: (),  # parsed by .tool_functionary
     ToolCallFormat.GENERIC: (_HERMES_OPEN, _MISTRAL_OPEN, _PYTHON_TAG),
 }
 
@@ -114,6 +122,7 @@ _WS = " \t\r\n"
 def detect_tool_call_format(template: str | None) -> ToolCallFormat:
     """Guess the tool-call format from a chat template's source text.
 
+    ``<|channel|>`` with ``<|message|>`` → harmony; ``>>>all`` → functionary_v3_2;
     ``<tool_call>`` with ``<arg_key>`` → glm_4_5; ``<tool_call>`` with ``<function=``/``<parameter=``
     → qwen3_coder; ``<tool_call>`` → hermes; ``<｜tool▁call▁begin｜>`` with a ```` ```json ```` fence →
     deepseek_r1, without → deepseek_v3_1; ``<|START_ACTION|>`` → command_r7b; ``[TOOL_CALLS]`` →
@@ -122,6 +131,10 @@ def detect_tool_call_format(template: str | None) -> ToolCallFormat:
     """
     if not template:
         return ToolCallFormat.GENERIC
+    if "<|channel|>" in template and "<|message|>" in template:
+        return ToolCallFormat.HARMONY
+    if ">>>all" in template:
+        return ToolCallFormat.FUNCTIONARY_V3_2
     if _HERMES_OPEN in template and "<arg_key>" in template:
         return ToolCallFormat.GLM_4_5
     if "<｜tool▁call▁begin｜>" in template:

@@ -18,7 +18,8 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ...batching import DoneEvent, TokenEvent
-from ...chat import ChatStreamParser, PreparedChat, detect_reasoning_tags
+from ...chat import ChatStreamParser, PreparedChat, ToolCallFormat, detect_reasoning_tags
+from ...chat.native_output import native_output_format
 from .. import ollama_api as api
 from ..common import Holder, collect
 from ..errors import APIError, error_from_exception
@@ -330,7 +331,10 @@ async def show(request: Request, holder: Holder) -> Response:
     capabilities = ["completion", "tools"]
     if state.mtmd is not None:
         capabilities.append("vision")
-    if detect_reasoning_tags(template) is not None:
+    if (
+        detect_reasoning_tags(template) is not None
+        or native_output_format(template) is ToolCallFormat.HARMONY
+    ):
         capabilities.append("thinking")
     sampling = state.config.sampling
     parameters = "\n".join(
