@@ -12,12 +12,17 @@ __all__ = [
     "MAX_LEFT_DEPTH",
     "MAX_LEFT_RECURSION_WORK",
     "MAX_NESTING",
+    "MAX_REPETITION",
     "MAX_RULES",
     "MAX_SYMBOLS",
     "check_grammar",
     "nullable_rules",
 ]
 
+#: llama.cpp's MAX_REPETITION_THRESHOLD: a lower bound of a repetition above this is an error,
+#: an upper bound above it is silently treated as unbounded, and a repetition whose expansion
+#: would create more than this many copies of nested rules is an error.
+MAX_REPETITION = 2000
 #: Most rules in a grammar, generated ones (groups, repetitions) included.
 MAX_RULES = 50_000
 #: Most elements over all rules (terminals, rule references, character ranges), after expansion.

@@ -25,11 +25,13 @@ from llamabind.grammar._gbnf_checks import (
     MAX_LEFT_DEPTH,
     MAX_LEFT_RECURSION_WORK,
     MAX_NESTING,
+    MAX_REPETITION,
     MAX_RULES,
     MAX_SYMBOLS,
     check_grammar,
     nullable_rules,
 )
+from llamabind.grammar._gbnf_fast import fast_accepts
 from llamabind.grammar._gbnf_types import (
     AnyChar,
     CharClass,
@@ -69,11 +71,6 @@ __all__ = [
     "parse_gbnf",
     "validate_gbnf",
 ]
-
-#: llama.cpp's MAX_REPETITION_THRESHOLD: a lower bound of a repetition above this is an error,
-#: an upper bound above it is silently treated as unbounded, and a repetition whose expansion
-#: would create more than this many copies of nested rules is an error.
-MAX_REPETITION = 2000
 
 _MAX_CODE_POINT = 0x10FFFF
 _MAX_TOKEN_ID = 0xFFFFFFFF
@@ -505,8 +502,12 @@ def validate_gbnf(text: str, root: str = "root") -> None:
 
     Token terminals (``<[123]>``, ``<think>``, ``!<...>``) are checked for syntax only: whether a
     ``<text>`` token is a single token of the model's vocabulary can only be known with the model.
+
+    Most grammars are accepted by a fast check (`_gbnf_fast`) that builds no parse tree; the
+    rest, refused ones included, go through `parse_gbnf`, which names the error.
     """
-    parse_gbnf(text, root)
+    if not fast_accepts(text, root):
+        parse_gbnf(text, root)
 
 
 # --------------------------------------------------------------------------------------------
