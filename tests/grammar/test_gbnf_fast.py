@@ -22,6 +22,7 @@ from llamabind.grammar import (
     JSON_OBJECT_GBNF,
     _gbnf_checks,
     _gbnf_fast,
+    _gbnf_scan,
     gbnf,
     parse_gbnf,
 )
@@ -44,6 +45,18 @@ LITERALS = ['"a"', '"bc"', '""', '"\\n"', '"\\x41\\u00e9"', '"\\\\"', '"x\\"y"',
 CLASSES = ["[a-c]", "[^x]", "[a-]", "[\\]a]", '[^\\x00-\\x1F"\\\\]', "[0-9a-fA-F]", "[-a]"]
 OPS = ["*", "+", "?", "{0}", "{1}", "{2}", "{0,3}", "{2,5}", "{3,}", "{0,1}", "{1,1}", "{0,30}", "{2,3}"]
 ODD = ["{4,2}", "{13}", "{ 2 }", "*", "?+", "<[99999999999]>", '"\\q"', "@", ")", "[z-a]"]
+# Rules registered as known in the random test (two sets differing in one rule, as the JSON
+# converter's whitespace variants do), and wrong definitions of their names.
+KNOWN = [
+    'k-sp ::= " "?',
+    'k-a ::= "x" k-sp k-b? k-c',
+    'k-b ::= [a-c]{0,3} "b" | "y"',
+    'k-c ::= ( "z" | k-sp [0-9]{1,2} )',
+    'k-d ::= k-c k-sp k-c | "w" k-d',
+]
+KNOWN_OTHER = 'k-sp ::= ""'
+KNOWN_WRONG = ['k-sp ::= "a"', 'k-b ::= "q"?', "k-c ::= k-d", 'k-a ::= k-a "x"', "k-c ::= k-sp{0,5}"]
+KNOWN_NAMES = ["k-a", "k-b", "k-c", "k-d", "k-sp"]
 
 
 class _Gen:
@@ -51,6 +64,7 @@ class _Gen:
         self.rng = rng
         self.names = [f"r{i}" for i in range(rng.randint(1, 7))]
         self.noisy = rng.random() < 0.4  # else: no syntax errors, shallower groups
+        self.known = rng.random() < 0.4  # references to the known rules, and their lines
         self.current = 0
 
     def item(self, depth: int) -> str:
@@ -65,6 +79,8 @@ class _Gen:
             s = rng.choice(later if later and rng.random() < 0.8 else self.names)
             if self.noisy and rng.random() < 0.01:
                 s = "undefined"
+            elif self.known and rng.random() < 0.4:
+                s = rng.choice(KNOWN_NAMES)
         elif kind < 0.9 and depth < (4 if self.noisy else 2):
             sep = rng.choice([" ", " ", "\n  "])
             s = f"({sep}{self.alts(depth + 1)}{sep})"
@@ -98,15 +114,27 @@ class _Gen:
             lines.append(f"{name} ::= {self.alts(0)}{comment}")
         if rng.random() < 0.02 and self.noisy:
             lines.append(lines[-1] if lines else "")  # defined twice
-        rng.shuffle(lines[1:]) if len(lines) > 2 else None
+        if self.known:
+            for line in KNOWN if rng.random() < 0.6 else [KNOWN_OTHER, *KNOWN[1:]]:
+                if rng.random() < 0.06:
+                    line = rng.choice(KNOWN_WRONG)
+                if rng.random() < 0.95:
+                    lines.append(line)
+        rest = lines[1:]
+        rng.shuffle(rest)
+        lines = lines[:1] + rest
         text = "\n".join(lines).replace("r0 ::=", "root ::=").replace("r0", "root")
         return text + ("\n" if rng.random() < 0.9 else "")
 
 
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    # rules registered as known were analysed under the real limits: only the test's set here
+    monkeypatch.setattr(_gbnf_fast, "_pending", ["\n".join(KNOWN), "\n".join([KNOWN_OTHER, *KNOWN[1:]])])
+    monkeypatch.setattr(_gbnf_fast, "_known_lines", {})
+    monkeypatch.setattr(_gbnf_fast, "_known_sets", [])
     for name, value in SMALL_LIMITS.items():
-        for module in (_gbnf_checks, _gbnf_fast, gbnf):
+        for module in (_gbnf_checks, _gbnf_fast, _gbnf_scan, gbnf):
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, value)
 
@@ -122,7 +150,7 @@ def _slow_error(text: str) -> str | None:
 @pytest.mark.usefixtures("small_limits")
 def test_fast_check_accepts_only_what_the_parser_accepts_near_every_limit() -> None:
     rng = random.Random(20240607)
-    accepted = decided = 0
+    accepted = decided = with_known = 0
     refusals: dict[str, int] = {}
     kinds = {
         "parse paths": "expansion paths",
@@ -144,6 +172,9 @@ def test_fast_check_accepts_only_what_the_parser_accepts_near_every_limit() -> N
         if error is None:
             accepted += 1
             decided += fast
+            scanned = _gbnf_scan.scan(text, _gbnf_fast._known_lines)
+            if fast and scanned is not None and scanned.known and _gbnf_fast._known_facts(scanned):
+                with_known += 1
         else:
             for fragment, kind in kinds.items():
                 if fragment in error:
@@ -153,6 +184,7 @@ def test_fast_check_accepts_only_what_the_parser_accepts_near_every_limit() -> N
     assert set(refusals) == set(kinds.values()), refusals
     assert accepted > 500
     assert decided / accepted > 0.8, (decided, accepted)
+    assert len(_gbnf_fast._known_sets) == 2 and with_known > 100, with_known
 
 
 @pytest.mark.parametrize(
@@ -198,3 +230,36 @@ def test_converter_output_and_json_grammars_are_decided_by_the_fast_check() -> N
         for whitespace in ("bounded", "compact"):
             text, _ = convert_unchecked(entry["schema"], whitespace=whitespace)  # type: ignore[arg-type]
             assert fast_accepts(text), entry["id"]
+
+
+def _primitive(name: str) -> str:
+    from llamabind.grammar._emit import _primitive_line
+
+    return _primitive_line(name, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        # a converter primitive verbatim, but a rule it uses defined otherwise (left-recursive)
+        (f'root ::= string\n{_primitive("string")}\nchar ::= "a"?\n', "left recursion"),
+        # the known line is read into the rule before it (after '|' a newline is a space)
+        (f'root ::= "a" |\n{_primitive("null")}\n', "expected end of line"),
+        (f"root ::= null\n{_primitive('null')}\n{_primitive('null')}\n", "defined twice"),
+        (f'root ::= ws\n{_primitive("ws")}\nws ::= ""\n', "defined twice"),
+        (f"root ::= string\n{_primitive('string')}\n", "undefined rule 'char'"),
+    ],
+)
+def test_known_rules_do_not_hide_errors(text: str, fragment: str) -> None:
+    assert not fast_accepts(text)
+    with pytest.raises(GrammarError, match=fragment):
+        gbnf.validate_gbnf(text)
+
+
+def test_known_rules_are_used_for_converter_output() -> None:
+    for whitespace in ("bounded", "compact"):
+        text, _ = convert_unchecked({"type": "array", "items": {}}, whitespace=whitespace)
+        assert "value ::=" in text
+        g = _gbnf_scan.scan(text, _gbnf_fast._known_lines)
+        assert g is not None and g.known and _gbnf_fast._known_facts(g) is not None
+        assert fast_accepts(text)

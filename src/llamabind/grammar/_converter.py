@@ -36,6 +36,14 @@ _ATOM = re.compile(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"")  # a rule name or a st
 
 _MAX_PRODUCT = 4096
 _MAX_WORK = 200_000
+# scalar types without keywords: the primitive rules they use (the last one is their rule)
+_SCALAR_PRIMITIVES = {
+    "string": ("char", "string"),
+    "number": ("number",),
+    "integer": ("integer",),
+    "boolean": ("boolean",),
+    "null": ("null",),
+}
 
 
 class _Converter(_ContainerRules):
@@ -60,7 +68,7 @@ class _Converter(_ContainerRules):
 
     def product(self, factors: list[list[Any]], pointer: str) -> Iterator[tuple[Any, ...]]:
         """itertools.product within the expansion budget (a clear error instead of minutes of CPU)."""
-        total = math.prod(len(f) for f in factors)
+        total = len(factors[0]) if len(factors) == 1 else math.prod(len(f) for f in factors)
         if total > _MAX_PRODUCT:
             raise _fail(
                 f"combination of allOf/anyOf/oneOf expands to {total} alternatives (limit {_MAX_PRODUCT})",
@@ -123,19 +131,23 @@ class _Converter(_ContainerRules):
         if len(locs) == 1:
             schema, pointer = locs[0]
             if isinstance(schema, dict):
-                keys = {k for k in schema if k not in _ANNOTATIONS}
-                if keys == {"$ref"}:
+                keys = [k for k in schema if k not in _ANNOTATIONS]
+                key = keys[0] if len(keys) == 1 else None
+                if key == "type":
+                    scalar = self.scalar_type(schema["type"], pointer)
+                    if scalar is not None:
+                        return scalar
+                elif key == "$ref":
                     return self.ref_rule(schema["$ref"], _ptr(pointer, "$ref"))
-                for comb in ("anyOf", "oneOf"):
-                    if keys == {comb}:
-                        subs = self.subschemas(schema[comb], comb, pointer)
-                        if comb == "oneOf":
-                            self.check_one_of([self.dnf(sub) for sub in subs], pointer)
-                        return _alt(
-                            [self.atom([loc], f"{hint}-{i}") for i, loc in enumerate(subs)]
-                            if len(subs) > 1
-                            else [self.expr(subs, hint)]
-                        )
+                elif key == "anyOf" or key == "oneOf":
+                    subs = self.subschemas(schema[key], key, pointer)
+                    if key == "oneOf":
+                        self.check_one_of([self.dnf(sub) for sub in subs], pointer)
+                    return _alt(
+                        [self.atom([loc], f"{hint}-{i}") for i, loc in enumerate(subs)]
+                        if len(subs) > 1
+                        else [self.expr(subs, hint)]
+                    )
         plains: list[_Plain] = []
         for combo in self.product([self.dnf(loc) for loc in locs], locs[0][1]):
             merged = _merge(tuple(itertools.chain.from_iterable(combo)))
@@ -154,6 +166,29 @@ class _Converter(_ContainerRules):
                 errors.append(exc.error)
         if not exprs:
             raise errors[0]
+        return _alt(exprs)
+
+    def scalar_type(self, value: Any, pointer: str) -> str | None:
+        """`expr` of a schema whose only keyword is a 'type' of scalars without bounds (the most
+        common schema): their primitive rules, as the general path (`dnf`, `plain_expr`) makes
+        them, with the same two combination steps counted; None for any other 'type'."""
+        if type(value) is str:
+            if value not in _SCALAR_PRIMITIVES:
+                return None
+            names: Any = (value,)
+        elif type(value) is list and value and all(type(t) is str and t in _SCALAR_PRIMITIVES for t in value):
+            names = value
+        else:
+            return None
+        self.work += 2
+        if self.work > _MAX_WORK:
+            raise _fail(f"schema needs more than {_MAX_WORK} combination steps to convert", pointer)
+        exprs = []
+        for t in _TYPES:
+            if t in names and not (t == "integer" and "number" in names):
+                for prim in _SCALAR_PRIMITIVES[t]:
+                    self.prim(prim)
+                exprs.append(prim)
         return _alt(exprs)
 
     def subschemas(self, value: Any, key: str, pointer: str) -> list[_Loc]:
@@ -197,6 +232,11 @@ class _Converter(_ContainerRules):
         for key in ("dependentSchemas", "dependencies"):
             if key in schema:
                 factors.extend(self.dependent(schema, key, pointer))
+        if len(factors) == 1:  # no combinator: one step, the plain schema itself
+            self.work += 1
+            if self.work > _MAX_WORK:
+                raise _fail(f"schema needs more than {_MAX_WORK} combination steps to convert", pointer)
+            return [factors[0][0]]
         result: list[list[_Plain]] = []
         for combo in self.product(factors, pointer):
             result.append(list(itertools.chain.from_iterable(combo)))

@@ -11,6 +11,7 @@ from json.encoder import encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 from llamabind.errors import SchemaError
+from llamabind.grammar._gbnf_fast import register_known_rules
 from llamabind.grammar.gbnf import MAX_REPETITION
 
 _MAX_ALTERNATIVES = 256
@@ -120,6 +121,7 @@ def _gbnf_char(cp: int, in_class: bool) -> str:
     return c
 
 
+_NOT_NAME = re.compile(r"[^a-zA-Z0-9-]+")
 # Printable ASCII: in a GBNF string literal, each character stands for itself but '"' and '\\'.
 _PRINTABLE_ASCII = re.compile(r"[ -~]*")
 
@@ -193,6 +195,8 @@ def _ungroup(body: str) -> str:
 
 
 def _alt(exprs: list[str]) -> str:
+    if len(exprs) == 1:
+        return exprs[0]
     unique = list(dict.fromkeys(exprs))
     if len(unique) == 1:
         return unique[0]
@@ -248,7 +252,7 @@ class RuleSet:
     # -- rules -------------------------------------------------------------------------------
 
     def name(self, hint: str) -> str:
-        base = re.sub(r"[^a-zA-Z0-9-]+", "-", hint).strip("-")[:_MAX_HINT].strip("-") or "rule"
+        base = _NOT_NAME.sub("-", hint).strip("-")[:_MAX_HINT].strip("-") or "rule"
         name, n = base, 1
         while name in self.rules or name in _PRIMITIVES or name == "root":
             n += 1
@@ -281,5 +285,14 @@ class RuleSet:
         lines += [f"{n} ::= {b}" for n, b in self.rules.items() if n != "root"]
         for n in _PRIMITIVES:
             if n in self.used_primitives:
-                lines.append(f'{n} ::= ""' if n == "ws" and self.compact else f"{n} ::= {_PRIMITIVES[n][0]}")
+                lines.append(_primitive_line(n, self.compact))
         return "\n".join(lines) + "\n"
+
+
+def _primitive_line(name: str, compact: bool) -> str:
+    return f'{name} ::= ""' if name == "ws" and compact else f"{name} ::= {_PRIMITIVES[name][0]}"
+
+
+# The primitives' lines are the same in every grammar: the grammar check analyses them once.
+for _compact in (False, True):
+    register_known_rules("\n".join(_primitive_line(n, _compact) for n in _PRIMITIVES))

@@ -22,6 +22,15 @@ and the rule holding the repetition, as one through the node does) and the same 
 every limit. The left-recursion work of llama.cpp depends on rule order; it is bounded here
 from above by the sum over all rules, which is never smaller.
 
+Known rules: a library that emits the same rules in many grammars (the JSON Schema converter's
+primitives) registers them once (`register_known_rules`, one complete rule per line, a set
+that references nothing outside itself). The first check analyses each set once, as a grammar;
+later, a line of a grammar equal to a registered one is neither read nor analysed again: it
+counts with its registered sizes, and its rule with its registered values (can it be empty,
+left-recursion calls and depth, parse paths), which depend only on the rules it reaches. So they
+are used only when every rule the registered lines of a grammar reference is defined by
+registered lines of one set; otherwise the grammar is read in full.
+
 Forms this module does not take (spaces inside ``{m,n}``, an operator right after another, a
 repetition of the empty string, ...) answer False; so do all errors.
 """
@@ -29,275 +38,39 @@ repetition of the empty string, ...) answer False; so do all errors.
 from __future__ import annotations
 
 import re
+import threading
 
 from llamabind.grammar._gbnf_checks import (
     MAX_EXPANSION_PATHS,
     MAX_LEFT_DEPTH,
     MAX_LEFT_RECURSION_WORK,
-    MAX_NESTING,
-    MAX_REPETITION,
     MAX_RULES,
     MAX_SYMBOLS,
 )
+from llamabind.grammar._gbnf_scan import NOT_TOKEN, Chain, Item, KnownLine, Scan, scan
 
-__all__ = ["fast_accepts"]
+__all__ = ["fast_accepts", "register_known_rules"]
 
-_HEX_ESCAPE = r"x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U(?:0010[0-9a-fA-F]{4}|000[0-9a-fA-F]{5})"
-_CHAR = r'(?:[^"\\]|\\(?:[trn\\"\[\]-]|' + _HEX_ESCAPE + "))"
-_CLASS_CHAR = r"(?:[^\]\\]|\\(?:[trn\\\"\[\]-]|" + _HEX_ESCAPE + "))"
-# Optional spaces and a comment, then one token, or any one character (a token that is not
-# well formed here: the caller answers False). The text always ends with a newline.
-_TOKEN = re.compile(
-    r"[ \t]*(?:#[^\r\n]*)?("
-    r"[a-zA-Z0-9-]+"
-    r'|"' + _CHAR + r'*"'
-    r"|\[\^?" + _CLASS_CHAR + r"+\]"
-    r"|!?<\[[0-9]+\]>"
-    r"|!?<(?!\[)[^>]*>"
-    r"|::="
-    r"|\{[0-9]+(?:,[0-9]*)?\}"
-    r"|[\s\S])"
-)
-_ESCAPE = re.compile(r"\\(?:x..|u....|U........|.)")
-_CLASS_ITEM = re.compile(
-    r"(\\x..|\\u....|\\U........|\\.|[^\\])(?:-(\\x..|\\u....|\\U........|\\.|[^\\]))?", re.S
-)
 _NAME = re.compile(r"[a-zA-Z0-9-]+")
 _FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
-_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-")
-_SIMPLE = {"t": 9, "r": 13, "n": 10, "\\": 92, '"': 34, "[": 91, "]": 93, "-": 45}
 
-# An element: (code, count): `count` copies of a reference to node `code` when code >= 0, else
-# of a terminal with -code character ranges (1 for a literal's character, ``.`` and tokens).
-_Item = tuple[int, int]
-# A repetition chain: (its repeated item's code, count, rules generated, unbounded)
-_Chain = tuple[int, int, int, bool]
+# A known rule's values: (nullable, has an empty alternative, left-recursion calls, depth, parse
+# paths, the left-recursion calls of all the rules its line makes)
+_Facts = tuple[bool, bool, int, int, int, int]
+# Per node, what the analysis found (see `_analyse`): nullable, may be empty, calls, depth, paths
+_Analysis = tuple[list[bool], list[bool], list[int], list[int], list[int]]
 
-
-def _code_point(escape: str) -> int:
-    if len(escape) == 1:
-        return ord(escape)
-    if escape[1] in "xuU":
-        return int(escape[2:], 16)
-    return _SIMPLE[escape[1]]
+_lock = threading.Lock()
+_pending: list[str] = []  # registered, not analysed yet
+_known_lines: dict[str, KnownLine] = {}
+_known_sets: list[tuple[frozenset[str], dict[str, _Facts]]] = []
 
 
-def _escape_overhead(body: str) -> int:
-    """Characters of a well-formed literal's escapes beyond one per escape."""
-    if "\\\\" in body or "\\x" in body or "\\u" in body or "\\U" in body:
-        return sum(len(e) - 1 for e in _ESCAPE.findall(body))
-    return body.count("\\")  # only two-character escapes
-
-
-def _class_width(token: str) -> int:
-    """Ranges of a well-formed ``[...]`` token, or 0 if one is reversed (llama.cpp: an error)."""
-    body = token[2:-1] if token[1] == "^" else token[1:-1]
-    if "\\" not in body:  # a range is 'lo-hi' with both in the class, as llama.cpp reads it
-        width = i = 0
-        end = len(body)
-        while i < end:
-            if i + 2 < end and body[i + 1] == "-":
-                if body[i + 2] < body[i]:
-                    return 0
-                i += 3
-            else:
-                i += 1
-            width += 1
-        return width
-    width = 0
-    for lo, hi in _CLASS_ITEM.findall(body):
-        if hi and _code_point(hi) < _code_point(lo):
-            return 0
-        width += 1
-    return width
-
-
-class _Scan:
-    """The grammar as nodes: rules and groups (alternatives of items) and repetition chains."""
-
-    __slots__ = ("alts", "chains", "index", "size", "symbols")
-
-    def __init__(self) -> None:
-        self.alts: list[list[list[_Item]] | None] = []  # None: a name not defined (yet)
-        self.chains: dict[int, _Chain] = {}
-        self.index: dict[str, int] = {}
-        self.symbols = 0  # rules as llama.cpp counts them (a chain counts its generated rules)
-        self.size = 0  # symbols as `_gbnf_checks` counts them: 1 per alternative and element
-
-
-def _scan(text: str) -> _Scan | None:
-    """Parse as llama.cpp does; None for anything not taken here (errors included)."""
-    g = _Scan()
-    alts, chains, index = g.alts, g.chains, g.index
-    symbols = 0
-    size = 0
-    expanded = 0  # elements repetitions copied (llama.cpp's parser limit)
-    state = 0  # 0: between rules, 1: after a rule's name, 2: in a rule's body
-    skip_newline = False  # after '::=', '|' or '(' a newline is a space
-    depth = 0
-    stack: list[tuple[list[list[_Item]], list[_Item], int, int]] = []  # the enclosing body
-    cur_alts: list[list[_Item]] = []
-    seq: list[_Item] = []
-    last = 0  # what a repetition operator would repeat: 0 nothing, 1 an item, 2 a group
-    group_rules = 1  # symbols the last group created (llama.cpp's repetition limit counts them)
-    for tok in _TOKEN.findall(text + "\n"):
-        c = tok[0]
-        if state == 2:
-            if c in _NAME_START:
-                node = index.get(tok)
-                if node is None:
-                    node = index[tok] = len(alts)
-                    alts.append(None)
-                    symbols += 1
-                seq.append((node, 1))
-                size += 1
-                last = 1
-            elif c == '"':
-                if len(tok) < 2:
-                    return None
-                body = tok[1:-1]
-                n = len(body)
-                if "\\" in body:
-                    n -= _escape_overhead(body)
-                if n:
-                    seq.append((-1, n))
-                    size += n
-                    last = 1
-                else:
-                    last = 0
-            elif c == "\n" or c == "\r":
-                if depth or skip_newline:
-                    continue
-                state = 0
-                continue
-            elif c == "(":
-                if depth >= MAX_NESTING:
-                    return None
-                depth += 1
-                stack.append((cur_alts, seq, symbols, len(alts)))
-                seq = []
-                cur_alts = [seq]
-                alts.append(cur_alts)
-                symbols += 1
-                size += 1
-                skip_newline = True
-                last = 0
-                continue
-            elif c == ")":
-                if not depth:
-                    return None
-                depth -= 1
-                cur_alts, seq, before, node = stack.pop()
-                group_rules = max(1, symbols - before)
-                seq.append((node, 1))
-                size += 1
-                last = 2
-            elif c == "|":
-                seq = []
-                cur_alts.append(seq)
-                size += 1
-                skip_newline = True
-                last = 0
-                continue
-            elif c in "*+?{":
-                if not last:
-                    return None
-                if c == "*":
-                    lo, hi = 0, None
-                elif c == "+":
-                    lo, hi = 1, None
-                elif c == "?":
-                    lo, hi = 0, 1
-                elif len(tok) > 1 and len(tok) < 16:
-                    a, comma, b = tok[1:-1].partition(",")
-                    lo = int(a)
-                    hi = (int(b) if b else None) if comma else lo
-                else:
-                    return None
-                if lo > MAX_REPETITION:
-                    return None
-                if hi is not None and hi > MAX_REPETITION:
-                    hi = None
-                if hi is not None and hi < lo:
-                    return None
-                total = hi if hi else lo if lo else 1
-                if (group_rules if last == 2 else 1) * total > MAX_REPETITION:
-                    return None
-                code, count = seq[-1]
-                n_opt = 1 if hi is None else hi - lo
-                expanded += count * (max(lo, 1) + n_opt)
-                if expanded > MAX_SYMBOLS:
-                    return None
-                width = count if code >= 0 else -code * count
-                if lo == 0:
-                    seq.pop()
-                    size -= width
-                elif lo > 1:
-                    seq[-1] = (code, count * lo)
-                    size += width * (lo - 1)
-                if n_opt:
-                    node = len(alts)
-                    alts.append([])
-                    chains[node] = (code, count, n_opt, hi is None)
-                    symbols += n_opt
-                    seq.append((node, 1))
-                    # g1 ::= P | "" ; gi ::= P g(i-1) | ""  (unbounded: g1 ::= P g1 | ""), and the
-                    # reference to the last one
-                    size += n_opt * (2 + width) + (n_opt if hi is None else n_opt - 1) + 1
-                last = 0
-            elif c == "[":
-                if len(tok) < 3:
-                    return None
-                width = _class_width(tok)
-                if not width:
-                    return None
-                seq.append((-width, 1))
-                size += width
-                last = 1
-            elif c == "<" or c == "!":
-                if len(tok) < 2:
-                    return None
-                start = 2 if c == "<" else 3
-                if tok[start - 1] == "[" and tok[-2] == "]":  # <[id]>
-                    digits = tok[start:-2]
-                    if len(digits) > 10 or int(digits) > 0xFFFFFFFF:
-                        return None
-                seq.append((-1, 1))
-                size += 1
-                last = 1
-            elif c == ".":
-                seq.append((-1, 1))
-                size += 1
-                last = 1
-            else:
-                return None
-            skip_newline = False
-        elif c == "\n" or c == "\r":
-            continue
-        elif state == 0:
-            if c not in _NAME_START:
-                return None
-            node = index.get(tok)
-            if node is None:
-                node = index[tok] = len(alts)
-                alts.append(None)
-                symbols += 1
-            elif alts[node] is not None:
-                return None  # defined twice
-            alts[node] = cur_alts = [seq := []]
-            size += 1
-            state = 1
-        elif tok == "::=":
-            state = 2
-            skip_newline = True
-            last = 0
-        else:
-            return None
-    if state == 1 or depth:
-        return None
-    g.symbols = symbols
-    g.size = size
-    return g
+def register_known_rules(text: str) -> None:
+    """Register the rules of `text`, one complete rule per line, none referencing a rule outside
+    `text`; they are analysed at the first check (see the module doc)."""
+    with _lock:
+        _pending.append(text)
 
 
 def fast_accepts(text: str, root: str = "root") -> bool:
@@ -306,23 +79,101 @@ def fast_accepts(text: str, root: str = "root") -> bool:
         return False
     if _FORBIDDEN.search(text):
         return False
-    g = _scan(text)
-    return g is not None and _check(g, root)
+    if _pending:
+        _load_known()
+    g = scan(text, _known_lines)
+    if g is None:
+        return False
+    facts: dict[int, _Facts] = {}
+    if g.known:
+        found = _known_facts(g)
+        if found is None:  # not one registered set: read every line
+            g = scan(text)
+            if g is None:
+                return False
+        else:
+            facts = found
+    return _check(g, root, facts)
 
 
-def _check(g: _Scan, root: str) -> bool:
+def _known_facts(g: Scan) -> dict[int, _Facts] | None:
+    """The registered values of the known rules of `g`, if they all come from one set and every
+    rule they reference is one of them."""
+    used = {line for _, line in g.known}
+    facts = next((f for lines, f in _known_sets if used <= lines), None)
+    if facts is None:
+        return None
+    out = {node: facts[line] for node, line in g.known}
+    index = g.index
+    for line in used:
+        for ref in _known_lines[line][3]:
+            if index[ref] not in out:
+                return None
+    return out
+
+
+def _load_known() -> None:
+    with _lock:
+        for text in _pending:
+            try:
+                _register(text)
+            except ValueError:  # not registrable: its grammars are read in full (slower, as sound)
+                pass
+        _pending.clear()
+
+
+def _register(text: str) -> None:
+    lines = text.splitlines()
+    g = scan(text)
+    if g is None or None in g.alts or len(g.starts) != len(lines):
+        raise ValueError("known rules: a grammar of one complete rule per line")
+    found = _analyse(g, {})
+    if found is None:
+        raise ValueError("known rules: a grammar the fast check accepts")
+    nullable, may_be_empty, calls, depth, paths = found
+    named = set(g.index.values())
+    ends = [first for _, first in g.starts[1:]] + [len(g.alts)]
+    facts: dict[str, _Facts] = {}
+    entries: dict[str, KnownLine] = {}
+    for line, (rule, first), end in zip(lines, g.starts, ends, strict=True):
+        own = calls[rule] + sum(  # the rule and the groups and repetitions of its body
+            calls[node] * (g.chains[node][2] if node in g.chains else 1)
+            for node in range(first, end)
+            if node not in named
+        )
+        facts[line] = (nullable[rule], may_be_empty[rule], calls[rule], depth[rule], paths[rule], own)
+        alone = scan(line)  # alone, every name it references is new: the worst case for limits
+        if alone is None or scan(f'{line}\nknown-rule-probe ::= "a"') is None:
+            raise ValueError(f"known rules: not a complete rule on one line: {line!r}")
+        name = next(n for n, node in alone.index.items() if node == alone.starts[0][0])
+        refs = tuple(n for n in alone.index if n != name)
+        generated = alone.symbols - len(alone.index)
+        entries[line] = (NOT_TOKEN, line, name, refs, alone.size, generated, alone.expanded)
+    _known_lines.update(entries)
+    _known_sets.append((frozenset(facts), facts))
+
+
+def _check(g: Scan, root: str, facts: dict[int, _Facts]) -> bool:
     """`_gbnf_checks.check_grammar`'s limits on the scanned nodes (see the module doc)."""
-    alts = g.alts
     if g.symbols > MAX_RULES or g.size > MAX_SYMBOLS:
         return False
     node = g.index.get(root)
-    if node is None or alts[node] is None or None in alts:
+    if node is None or g.alts[node] is None or None in g.alts:
         return False  # no root, or a rule referenced but never defined
-    rules: list[list[list[_Item]]] = alts  # type: ignore[assignment]  # no None left
+    return _analyse(g, facts) is not None
+
+
+def _analyse(g: Scan, facts: dict[int, _Facts]) -> _Analysis | None:
+    """Each node's values for the limits, or None when one is exceeded or a chain is not taken.
+    Every name must be defined; `facts`: the values of the known rules."""
+    rules: list[list[list[Item]]] = g.alts  # type: ignore[assignment]  # no None left
     n = len(rules)
-    chain_of: list[_Chain | None] = [None] * n
+    chain_of: list[Chain | None] = [None] * n
     for node, info in g.chains.items():
         chain_of[node] = info
+    fact_of: list[_Facts | None] = [None] * n
+    for node, info_ in facts.items():
+        fact_of[node] = info_
 
     # nullable rules: a worklist over the alternatives made of references only
     nullable = [False] * n
@@ -335,6 +186,12 @@ def _check(g: _Scan, root: str) -> bool:
         if chain_of[node] is not None:
             nullable[node] = may_be_empty[node] = True
             work.append(node)
+            continue
+        known = fact_of[node]
+        if known is not None:
+            nullable[node], may_be_empty[node] = known[0], known[1]
+            if known[0]:
+                work.append(node)
             continue
         for alt in rules[node]:
             if not alt:
@@ -363,7 +220,7 @@ def _check(g: _Scan, root: str) -> bool:
         if chain is not None:
             if chain[0] >= 0:
                 if nullable[chain[0]]:
-                    return False  # a chain of an item that can be empty: not taken here
+                    return None  # a chain of an item that can be empty: not taken here
                 out.append(chain[0])
         else:
             for alt in rules[node]:
@@ -376,7 +233,7 @@ def _check(g: _Scan, root: str) -> bool:
         lead.append(out)
     order = _postorder(lead)
     if order is None:
-        return False
+        return None
 
     # In leftmost order: llama.cpp's left-recursion check (calls and depth, past rules with an
     # empty alternative, a subset of the nullable ones) and parse paths per rule.
@@ -387,6 +244,11 @@ def _check(g: _Scan, root: str) -> bool:
     paths = [0] * n
     total_calls = 0
     for node in order:
+        known = fact_of[node]
+        if known is not None:
+            calls[node], depth[node], paths[node] = known[2], known[3], known[4]
+            total_calls += known[5]
+            continue
         chain = chain_of[node]
         if chain is not None:
             code = chain[0]
@@ -435,9 +297,9 @@ def _check(g: _Scan, root: str) -> bool:
             paths[node] = min(path_cap, p)
             total_calls += calls[node]
         if depth[node] > MAX_LEFT_DEPTH or paths[node] > MAX_EXPANSION_PATHS:
-            return False
+            return None
     if total_calls > MAX_LEFT_RECURSION_WORK:
-        return False  # never below llama.cpp's count, which skips rules already entered
+        return None  # never below llama.cpp's count, which skips rules already entered
 
     # parse paths at every position: a stretch of nullable references and what follows it
     # (a chain's positions hold its item, a terminal or a rule checked above, and the chain)
@@ -452,11 +314,11 @@ def _check(g: _Scan, root: str) -> bool:
                     run += count * paths[code]
                 elif run:
                     if run + (1 if code < 0 else paths[code]) > limit:
-                        return False
+                        return None
                     run = 0
             if run > limit:
-                return False
-    return True
+                return None
+    return nullable, may_be_empty, calls, depth, paths
 
 
 def _postorder(edges: list[list[int]]) -> list[int] | None:

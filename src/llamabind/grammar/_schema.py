@@ -157,16 +157,18 @@ class _Plain:
 
 
 def _nonneg_int(value: Any, key: str, pointer: str) -> int:
+    """`value` of keyword `key` of the schema at `pointer`, checked."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise _fail(f"'{key}' must be a non-negative integer", pointer)
+        raise _fail(f"'{key}' must be a non-negative integer", _ptr(pointer, key))
     return value
 
 
 def _number(value: Any, key: str, pointer: str) -> float:
+    """`value` of keyword `key` of the schema at `pointer`, checked."""
     if not _is_number(value) or (isinstance(value, float) and not math.isfinite(value)):
-        raise _fail(f"'{key}' must be a finite number", pointer)
+        raise _fail(f"'{key}' must be a finite number", _ptr(pointer, key))
     return cast(float, value)
 
 
@@ -192,31 +194,30 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
     for key, value in schema.items():
         if key in _ANNOTATIONS or key in _COMBINATORS:
             continue
-        kp = _ptr(pointer, key)
         if key in _UNENFORCED:
-            p.unenforced.append((key, kp))
+            p.unenforced.append((key, _ptr(pointer, key)))
             continue
         if key in _FAMILY_OF:
             p.families.add(_FAMILY_OF[key])
         if key == "type":
             names = [value] if isinstance(value, str) else value
             if not isinstance(names, list) or not names or not all(isinstance(t, str) for t in names):
-                raise _fail("'type' must be a type name or a non-empty list of them", kp)
+                raise _fail("'type' must be a type name or a non-empty list of them", _ptr(pointer, key))
             for t in names:
                 if t not in _TYPES:
-                    raise _fail(f"unknown type {t!r}", kp)
+                    raise _fail(f"unknown type {t!r}", _ptr(pointer, key))
             p.types = frozenset(names)
         elif key in ("enum", "const"):
             values = [value] if key == "const" else value
             if not isinstance(values, list) or not values:
-                raise _fail("'enum' must be a non-empty array", kp)
+                raise _fail("'enum' must be a non-empty array", _ptr(pointer, key))
             try:
                 keys = [_canonical(v) for v in values]
             except (TypeError, ValueError) as exc:
-                raise _fail(f"'{key}' value is not JSON: {exc}", kp) from None
+                raise _fail(f"'{key}' value is not JSON: {exc}", _ptr(pointer, key)) from None
             p.enum = list({k: v for k, v in zip(keys, values, strict=True)}.values())
         elif key in ("minLength", "maxLength", "minItems", "maxItems"):
-            n = _nonneg_int(value, key, kp)
+            n = _nonneg_int(value, key, pointer)
             if key == "minLength":
                 p.min_length = n
             elif key == "maxLength":
@@ -227,18 +228,20 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
                 p.max_items = n
         elif key == "pattern":
             if not isinstance(value, str):
-                raise _fail("'pattern' must be a string", kp)
-            p.patterns.append((value, kp))
+                raise _fail("'pattern' must be a string", _ptr(pointer, key))
+            p.patterns.append((value, _ptr(pointer, key)))
         elif key == "format":
             if not isinstance(value, str):
-                raise _fail("'format' must be a string", kp)
-            p.formats.append((value, kp))  # checked when a string is generated: formats only apply to strings
+                raise _fail("'format' must be a string", _ptr(pointer, key))
+            p.formats.append(
+                (value, _ptr(pointer, key))
+            )  # checked when a string is generated: formats only apply to strings
         elif key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
             if isinstance(value, bool):  # draft 4: exclusiveMinimum/Maximum qualify minimum/maximum
                 if key.startswith("exclusive"):
                     continue
-                raise _fail(f"'{key}' must be a number", kp)
-            v = _number(value, key, kp)
+                raise _fail(f"'{key}' must be a number", _ptr(pointer, key))
+            v = _number(value, key, pointer)
             if key == "minimum":
                 p.lower = _tighter_lower(p.lower, (v, schema.get("exclusiveMinimum") is True))
             elif key == "maximum":
@@ -249,21 +252,24 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
                 p.upper = _tighter_upper(p.upper, (v, True))
         elif key == "properties":
             if not isinstance(value, dict):
-                raise _fail("'properties' must be an object", kp)
+                raise _fail("'properties' must be an object", _ptr(pointer, key))
+            kp = _ptr(pointer, key)
             p.properties = {name: [(sub, _ptr(kp, name))] for name, sub in value.items()}
         elif key == "required":
             if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
-                raise _fail("'required' must be an array of strings", kp)
+                raise _fail("'required' must be an array of strings", _ptr(pointer, key))
             p.required = dict.fromkeys(value)
         elif key == "additionalProperties":
-            p.additional = [(value, kp)]
+            p.additional = [(value, _ptr(pointer, key))]
         elif key == "prefixItems":
+            kp = _ptr(pointer, key)
             if not isinstance(value, list):
                 raise _fail("'prefixItems' must be an array", kp)
             if isinstance(schema.get("items"), list):
                 raise _fail("'prefixItems' together with an array-valued 'items'", kp)
             p.prefix = [[(sub, _ptr(kp, i))] for i, sub in enumerate(value)]
         elif key == "items":
+            kp = _ptr(pointer, key)
             if isinstance(value, list):  # draft 4-2019 tuple form
                 p.prefix = [[(sub, _ptr(kp, i))] for i, sub in enumerate(value)]
                 if "additionalItems" in schema:
@@ -274,18 +280,19 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
             continue  # handled with a list-valued 'items'; ignored otherwise, as JSON Schema does
         elif key == "uniqueItems":
             if not isinstance(value, bool):
-                raise _fail("'uniqueItems' must be a boolean", kp)
+                raise _fail("'uniqueItems' must be a boolean", _ptr(pointer, key))
             p.unique = value
         elif key == "minProperties":
-            p.min_props = _nonneg_int(value, key, kp)
+            p.min_props = _nonneg_int(value, key, pointer)
         elif key == "maxProperties":
-            p.max_props = _nonneg_int(value, key, kp)
+            p.max_props = _nonneg_int(value, key, pointer)
         elif key == "patternProperties":
+            kp = _ptr(pointer, key)
             if not isinstance(value, dict):
                 raise _fail("'patternProperties' must be an object", kp)
             p.pattern_props = [(pat, (sub, _ptr(kp, pat))) for pat, sub in value.items()]
         elif key == "dependentRequired":
-            p.dep_required = _dependent_required(value, kp)
+            p.dep_required = _dependent_required(value, _ptr(pointer, key))
     return p
 
 

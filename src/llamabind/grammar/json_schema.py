@@ -88,13 +88,16 @@ def _check_size(schema: Any) -> None:
     while stack:
         v = stack.pop()
         nodes += 1
-        if isinstance(v, dict):
+        if isinstance(v, str):
+            chars += len(v)
+        elif isinstance(v, dict):
             stack.extend(v.values())
-            chars += sum(len(k) for k in v if isinstance(k, str))
+            try:
+                chars += len("".join(v))
+            except TypeError:  # a key that is not a string (counts nothing)
+                chars += sum(len(k) for k in v if isinstance(k, str))
         elif isinstance(v, list):
             stack.extend(v)
-        elif isinstance(v, str):
-            chars += len(v)
         if nodes > _MAX_NODES or chars > _MAX_CHARS:
             raise SchemaError(
                 f"schema is too large (limits: {_MAX_NODES} values, {_MAX_CHARS} characters of strings)"
