@@ -148,8 +148,22 @@ class _Converter(_ContainerRules):
                         if len(subs) > 1
                         else [self.expr(subs, hint)]
                     )
+        factors = [self.dnf(loc) for loc in locs]
+        if len(factors) == 1 and len(factors[0]) == 1 and len(factors[0][0]) == 1:
+            # one plain schema (the common case): what the loop below does with one combination
+            self.work += 1
+            if self.work > _MAX_WORK:
+                raise _fail(f"schema needs more than {_MAX_WORK} combination steps to convert", locs[0][1])
+            plain = factors[0][0][0]
+            if plain.types is not None and not plain.types:
+                raise _fail("schema can never be satisfied", locs[0][1])
+            try:
+                return self.plain_expr(plain, hint)
+            except _Unsatisfiable as exc:
+                error = exc.error
+            raise error  # outside the handler, as below
         plains: list[_Plain] = []
-        for combo in self.product([self.dnf(loc) for loc in locs], locs[0][1]):
+        for combo in self.product(factors, locs[0][1]):
             merged = _merge(tuple(itertools.chain.from_iterable(combo)))
             if merged is not None:
                 plains.append(merged)
