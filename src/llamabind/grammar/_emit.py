@@ -154,28 +154,34 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+_QUOTED = {
+    '"': re.compile(r'"(?:[^"\\]|\\[\s\S])*"'),
+    "[": re.compile(r"\[(?:[^\]\\]|\\[\s\S])*\]"),
+}
+# in a group: a literal, a class, a parenthesis, or the start of an unterminated literal or class
+_GROUP_PART = re.compile(r'"(?:[^"\\]|\\[\s\S])*"|\[(?:[^\]\\]|\\[\s\S])*\]|[()"\[]')
+
+
 def _scan_item(expr: str, i: int) -> int:
     """The end of the GBNF item (name, literal, class or group) starting at expr[i]; -1 if malformed."""
-    n = len(expr)
     c = expr[i]
-    if c in '"[':
-        close = '"' if c == '"' else "]"
-        i += 1
-        while i < n and expr[i] != close:
-            i += 2 if expr[i] == "\\" else 1
-        return i + 1 if i < n else -1
+    if c == '"' or c == "[":
+        m = _QUOTED[c].match(expr, i)
+        return m.end() if m else -1
     if c == "(":
-        i += 1
-        while i < n:
-            if expr[i] == ")":
-                return i + 1
-            if expr[i] in '"[(':
-                i = _scan_item(expr, i)
-                if i < 0:
-                    return -1
-            else:
-                i += 1
+        depth = 0
+        for m in _GROUP_PART.finditer(expr, i):
+            part = m.group()
+            if part == "(":
+                depth += 1
+            elif part == ")":
+                depth -= 1
+                if not depth:
+                    return m.end()
+            elif len(part) == 1:
+                return -1  # an unterminated literal or class
         return -1
+    n = len(expr)
     while i < n and (expr[i].isalnum() or expr[i] == "-"):
         i += 1
     return i
