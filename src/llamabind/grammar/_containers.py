@@ -235,7 +235,15 @@ class _ContainerRules(_ScalarRules):
             value = self.atom(locs, f"{hint}-{name}") if locs else self.prim("value")
             return f'{_lit(_json_text(name))} {ws} ":" {ws} {value}'
 
-        pieces = [value_of(name) for name in order]
+        pieces: list[str] = []
+        for name in list(order):
+            try:
+                pieces.append(value_of(name))
+            except _Unsatisfiable:
+                if name in required:
+                    raise
+                order.remove(name)  # an optional property no value satisfies is never generated
+                self.orphans = True
         is_req = [name in required for name in order]
         count = len(order)
         extra = ""

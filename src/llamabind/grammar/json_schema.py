@@ -57,9 +57,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import unquote
 
 from llamabind.errors import GrammarError, SchemaError
@@ -101,6 +101,7 @@ _MAX_NODES = 100_000
 _MAX_CHARS = 1_000_000
 
 Whitespace = Literal["bounded", "compact"]
+_T = TypeVar("_T")
 
 
 class _Converter(_ContainerRules):
@@ -169,8 +170,17 @@ class _Converter(_ContainerRules):
         self.ref_names[tptr] = name
         self.rules[name] = ""  # reserve
         self.left_open.add(tptr)
+        known = len(self.ref_names)
         try:
             self.rules[name] = _ungroup(self.expr([(target, tptr)], name))
+        except _Unsatisfiable:
+            # no value: forget the rule and every reference made while it was open (they may
+            # refer to it); the alternative that asked for it is dropped by the caller
+            for stale in list(self.ref_names)[known - 1 :]:
+                del self.ref_names[stale]
+            del self.rules[name]
+            self.orphans = True
+            raise
         finally:
             self.left_open.discard(tptr)
         return name
@@ -185,6 +195,8 @@ class _Converter(_ContainerRules):
         return self.add_rule(hint, expr)
 
     def expr(self, locs: list[_Loc], hint: str) -> str:
+        if len(locs) > 1:  # the same schema object twice is one conjunct
+            locs = _distinct(locs, lambda loc: id(loc[0]))
         if len(locs) == 1:
             schema, pointer = locs[0]
             if isinstance(schema, dict):
@@ -196,20 +208,23 @@ class _Converter(_ContainerRules):
                         subs = self.subschemas(schema[comb], comb, pointer)
                         if comb == "oneOf":
                             self.check_one_of([self.dnf(sub) for sub in subs], pointer)
-                        return _alt(
-                            [self.atom([loc], f"{hint}-{i}") for i, loc in enumerate(subs)]
-                            if len(subs) > 1
-                            else [self.expr(subs, hint)]
-                        )
+                        if len(subs) == 1:
+                            return self.expr(subs, hint)
+                        return _alt(self.alternatives(subs, hint))
         plains: list[_Plain] = []
-        for combo in self.product([self.dnf(loc) for loc in locs], locs[0][1]):
+        dnfs = [self.dnf(loc) for loc in locs]
+        if len(locs) > 1 and math.prod(len(d) for d in dnfs) > _MAX_PRODUCT:
+            # copies of one schema (allOf of traits that repeat a property) are one conjunct
+            keep = _distinct(list(range(len(locs))), lambda i: _canonical(locs[i][0]))
+            dnfs = [dnfs[i] for i in keep]
+        for combo in self.product(dnfs, locs[0][1]):
             merged = _merge(tuple(itertools.chain.from_iterable(combo)))
             if merged is not None:
                 plains.append(merged)
             if len(plains) > _MAX_ALTERNATIVES:
                 raise _fail("combination of allOf/anyOf/oneOf expands to too many alternatives", locs[0][1])
         if not plains:
-            raise _fail("schema can never be satisfied", locs[0][1])
+            raise _Unsatisfiable(_fail("schema can never be satisfied", locs[0][1]))
         exprs: list[str] = []
         errors: list[SchemaError] = []
         for i, p in enumerate(plains):
@@ -217,9 +232,24 @@ class _Converter(_ContainerRules):
                 exprs.append(self.plain_expr(p, hint if len(plains) == 1 else f"{hint}-{i}"))
             except _Unsatisfiable as exc:
                 errors.append(exc.error)
+                self.orphans = True
         if not exprs:
-            raise errors[0]
+            raise _Unsatisfiable(errors[0])
         return _alt(exprs)
+
+    def alternatives(self, subs: list[_Loc], hint: str) -> list[str]:
+        """An atom per subschema, without those no value satisfies (unsatisfiable if none is left)."""
+        atoms: list[str] = []
+        errors: list[SchemaError] = []
+        for i, loc in enumerate(subs):
+            try:
+                atoms.append(self.atom([loc], f"{hint}-{i}"))
+            except _Unsatisfiable as exc:
+                errors.append(exc.error)
+                self.orphans = True
+        if not atoms:
+            raise _Unsatisfiable(errors[0])
+        return atoms
 
     def subschemas(self, value: Any, key: str, pointer: str) -> list[_Loc]:
         kp = _ptr(pointer, key)
@@ -585,6 +615,18 @@ def convert_unchecked(
         raise SchemaError("schema is nested too deeply") from None
     conv.rules = {"root": _ungroup(body), **conv.rules}
     return conv.output(), tuple(conv.relaxed)
+
+
+def _distinct(items: list[_T], key: Callable[[_T], Any]) -> list[_T]:
+    """``items`` without repeats by ``key``, the first of each kept."""
+    seen: set[Any] = set()
+    out: list[_T] = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out
 
 
 def json_schema_to_gbnf(
