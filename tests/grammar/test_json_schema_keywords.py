@@ -351,3 +351,20 @@ def test_repeated_conjuncts_count_once() -> None:
     assert not m('{"by": [{"title": "A"}]}')
     for value in _samples(text):
         assert _valid(schema, value)
+
+
+def test_a_required_property_allowed_by_a_pattern_is_generated() -> None:
+    # additionalProperties false, but patternProperties admits the required name (SchemaStore's ansible)
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "patternProperties": {"^(ansible\\.builtin\\.)?import_playbook$": {"type": "string"}},
+        "properties": {"name": {"type": "string"}},
+        "required": ["import_playbook"],
+    }
+    text = json_schema_to_gbnf(schema)
+    m = GbnfMatcher(text)
+    assert m('{"import_playbook": "site.yml"}') and m('{"name": "n", "import_playbook": "a"}')
+    assert not m('{"import_playbook": 1}') and not m("{}")
+    for value in _samples(text):
+        assert _valid(schema, value)

@@ -160,7 +160,11 @@ class _ContainerRules(_ScalarRules):
         forbidden = {n for n, locs in p.properties.items() if any(s is False for s, _ in locs)}
 
         def allowed(name: str) -> bool:
-            return name not in forbidden and (name in p.properties or not explicit_false)
+            return name not in forbidden and (
+                name in p.properties
+                or not explicit_false
+                or any(linear_regex(pattern, loc[1]).search(name) for pattern, loc in p.pattern_props)
+            )
 
         # dependentRequired: a property that depends on others makes them required (narrower, sound);
         # one whose dependencies are not allowed is left out.
@@ -228,10 +232,9 @@ class _ContainerRules(_ScalarRules):
         sep = f'{ws} "," {ws}'
 
         def value_of(name: str) -> str:
-            locs = list(p.properties.get(name, p.additional))
-            for pattern, loc in p.pattern_props:
-                if linear_regex(pattern, loc[1]).search(name):
-                    locs.append(loc)
+            matched = [loc for pattern, loc in p.pattern_props if linear_regex(pattern, loc[1]).search(name)]
+            # additionalProperties covers only names that neither properties nor a pattern names
+            locs = list(p.properties.get(name, [] if matched else p.additional)) + matched
             value = self.atom(locs, f"{hint}-{name}") if locs else self.prim("value")
             return f'{_lit(_json_text(name))} {ws} ":" {ws} {value}'
 
