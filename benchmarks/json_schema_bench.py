@@ -4,6 +4,11 @@ The corpus is benchmarks/data/schema_corpus.json (our own schemas in the styles 
 JSONSchemaBench's sets: function-calling arguments, GitHub-API objects, SchemaStore configs,
 Kubernetes manifests, Snowplow events; regenerate with benchmarks/make_schema_corpus.py).
 
+``--jsonschemabench DATA`` runs on real-world schemas instead: a seeded sample of ``--per-set``
+schemas from each of eight sets of JSONSchemaBench (Geng et al. 2025, MIT licence; clone
+github.com/guidance-ai/jsonschemabench and give its data/ folder; the schemas are not copied into
+this repository).
+
 Converters: llamabind's `compile_json_schema` (default, lenient: keywords a grammar cannot
 enforce are validated after generation) and llama-cpp-python's
 `llama_cpp.llama_grammar.json_schema_to_gbnf`. Reported:
@@ -31,6 +36,7 @@ enforce are validated after generation) and llama-cpp-python's
 
     .venv/bin/python benchmarks/json_schema_bench.py --repeat 7      # compile figures only
     .venv/bin/python benchmarks/json_schema_bench.py --generate 80 --max-tokens 256 --time-limit 60 --threads 1
+    .venv/bin/python benchmarks/json_schema_bench.py --jsonschemabench ../jsonschemabench/data --repeat 5
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import pathlib
 import random
 import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -107,6 +114,20 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 def _llama_cpp_accepts(vocab: Any, text: str) -> bool:
+    """Whether llama.cpp's grammar parser takes ``text``. A grammar llamabind's checks refuse is tried
+    in a child process: llama.cpp's recursive parser crashes the process on some of them (seen on
+    llama-cpp-python's grammars for real-world schemas), which counts as not compiled."""
+    try:
+        Grammar(text)
+    except lb.LlamabindError:
+        child = subprocess.run(
+            [sys.executable, __file__, "--accepts"], input=text, text=True, capture_output=True
+        )
+        return child.returncode == 0
+    return _raw_accepts(vocab, text)
+
+
+def _raw_accepts(vocab: Any, text: str) -> bool:
     import llama_cpp.llama_cpp as raw
 
     handle = raw.llama_sampler_init_grammar(vocab, text.encode(), b"root")
@@ -114,6 +135,39 @@ def _llama_cpp_accepts(vocab: Any, text: str) -> bool:
         return False
     raw.llama_sampler_free(handle)
     return True
+
+
+#: the JSONSchemaBench sets the issue names (function calling, GitHub, SchemaStore, Kubernetes,
+#: Snowplow, Washington Post); Github_trivial and Github_ultra left out
+JSB_SETS = (
+    "Glaiveai2K",
+    "Github_easy",
+    "Github_medium",
+    "Github_hard",
+    "JsonSchemaStore",
+    "Kubernetes",
+    "Snowplow",
+    "WashingtonPost",
+)
+
+
+def _jsonschemabench(data: pathlib.Path, per_set: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of ``per_set`` schemas from each set of a JSONSchemaBench checkout's data/."""
+    rng = random.Random(seed)
+    corpus = []
+    for name in JSB_SETS:
+        files = sorted((data / name).glob("*.json"))
+        if not files:
+            raise SystemExit(
+                f"{data / name}: no schemas (give the data/ folder of a JSONSchemaBench checkout)"
+            )
+        for f in rng.sample(files, min(per_set, len(files))):
+            try:
+                schema = json.loads(f.read_text(encoding="utf-8"))
+            except ValueError:
+                continue
+            corpus.append({"id": f"{name}/{f.stem}", "schema": schema})
+    return corpus
 
 
 def _unchecked_grammar(text: str) -> Grammar:
@@ -170,13 +224,31 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log", type=pathlib.Path, help="write one JSON line per generation here")
+    ap.add_argument(
+        "--jsonschemabench",
+        type=pathlib.Path,
+        metavar="DATA",
+        help="the data/ folder of a JSONSchemaBench checkout (github.com/guidance-ai/jsonschemabench, "
+        "MIT): run on a seeded sample of its real-world schemas instead of the built-in corpus",
+    )
+    ap.add_argument("--per-set", type=int, default=50, help="schemas sampled from each JSONSchemaBench set")
+    ap.add_argument("--accepts", action="store_true", help=argparse.SUPPRESS)  # child: grammar on stdin
     args = ap.parse_args()
+    if args.accepts:
+        model = lb.Model(lb.default_model_path(), vocab_only=True)
+        return 0 if _raw_accepts(model.vocab._handle, sys.stdin.read()) else 1
 
-    corpus = json.loads(CORPUS.read_text(encoding="utf-8"))
+    if args.jsonschemabench:
+        corpus = _jsonschemabench(args.jsonschemabench, args.per_set, args.seed)
+    else:
+        corpus = json.loads(CORPUS.read_text(encoding="utf-8"))
     sides = _compile_table(corpus, args.repeat)
     warm = []  # llamabind with its cache filled: the cost of compiling a schema seen before
     for entry in corpus:
-        compile_json_schema(entry["schema"])
+        try:
+            compile_json_schema(entry["schema"])
+        except lb.LlamabindError:  # refused: no warm figure
+            continue
         calls = [_timed(_ours_compile, entry["schema"], "", cold=False) for _ in range(args.repeat)]
         warm.append(min(calls))
 

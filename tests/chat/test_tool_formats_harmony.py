@@ -458,3 +458,67 @@ def test_formatter_passes_reasoning_back_to_gpt_oss(model: lb.Model) -> None:
         "<|start|>assistant to=functions.get_time<|channel|>commentary json<|message|>{}<|call|>"
     ) in prompt
     assert prompt.endswith("<|start|>assistant")
+
+
+# -- response_format inside the format's answer message ----------------------------------------
+
+CITY_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "city",
+        "schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+        },
+    },
+}
+ANSWERS = {
+    HARMONY: [
+        '<|channel|>final<|message|>{"city": "Oslo"}',
+        '<|channel|>final <|constrain|>json<|message|>{"city":"Oslo"}',
+        '<|channel|>analysis<|message|>They want JSON.<|end|><|start|>assistant<|channel|>final<|message|>{"city": "Oslo"}',
+    ],
+    FUNCTIONARY: ['all\n{"city": "Oslo"}'],
+}
+NOT_ANSWERS = {
+    HARMONY: [
+        '{"city": "Oslo"}',
+        "<|channel|>final<|message|>Oslo",
+        '<|channel|>commentary<|message|>{"city": "Oslo"}',
+    ],
+    FUNCTIONARY: ['{"city": "Oslo"}', 'get_weather\n{"city": "Oslo"}', "all\nOslo"],
+}
+
+
+@pytest.mark.parametrize("fmt", [HARMONY, FUNCTIONARY])
+def test_response_format_goes_in_the_answer_message(model: lb.Model, fmt: ToolCallFormat) -> None:
+    f = ChatFormatter(model, ChatTemplate(SOURCES[fmt]))
+    prepared = f.prepare([{"role": "user", "content": "Where?"}], response_format=CITY_FORMAT)
+    assert prepared.grammar is not None and not prepared.grammar_lazy
+    for text in ANSWERS[fmt]:
+        assert matches(prepared.grammar.text, text), text
+        message = prepared.parse(text)
+        assert json.loads(message.content or "") == {"city": "Oslo"}, text
+        assert message.schema_errors is None
+    for text in NOT_ANSWERS[fmt]:
+        assert not matches(prepared.grammar.text, text), text
+    with _vocab_model() as vocab:  # llama.cpp's parser takes the wrapped grammar
+        from llamabind.core import Sampler
+
+        Sampler(vocab).grammar(prepared.grammar.text, prepared.grammar.root).close()
+
+
+@pytest.mark.parametrize("fmt", [HARMONY, FUNCTIONARY])
+def test_response_format_end_to_end(ctx: lb.Context, fmt: ToolCallFormat) -> None:
+    r = chat(
+        ctx,
+        [{"role": "user", "content": "Which city is the capital of Norway? Answer in JSON."}],
+        response_format=CITY_FORMAT,
+        template=ChatTemplate(SOURCES[fmt]),
+        sampling=GREEDY,
+        max_tokens=300,  # the 135M model first repeats its system prompt in the analysis channel
+    )
+    assert r.finish_reason == "stop", r
+    assert isinstance(json.loads(r.content or "")["city"], str), r
+    assert r.tool_calls == []

@@ -285,3 +285,86 @@ def test_pattern_with_lengths_inside_an_optional_group() -> None:
     assert m('"ab"') and m('"a-b-c1"') and not m('"a"') and not m('"a-b-c-d"') and not m('"a-"')
     for value in _samples(compiled.gbnf):
         assert _valid(schema, value), value
+
+
+# -- parts no value satisfies (seen in JSONSchemaBench's GitHub and Washington Post sets) ---------
+
+
+def test_an_optional_property_no_value_satisfies_is_never_generated() -> None:
+    # a string enum under "type": "object": no value at all; the property is optional
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "builtin": {"type": "object", "enum": ["MODIFIABLE", "DELETABLE"]},
+        },
+        "required": ["name"],
+    }
+    text = json_schema_to_gbnf(schema)
+    m = GbnfMatcher(text)
+    assert m('{"name": "x"}')
+    assert not m('{"name": "x", "builtin": "MODIFIABLE"}')
+    for value in _samples(text):
+        assert _valid(schema, value) and set(value) == {"name"}
+    with pytest.raises(SchemaError, match="builtin"):  # required: the schema has no valid document
+        json_schema_to_gbnf({**schema, "required": ["name", "builtin"]})
+
+
+def test_an_alternative_whose_reference_has_no_value_is_dropped() -> None:
+    # the unsatisfiable target is referenced from two places: neither leaves a rule behind
+    schema = {
+        "$defs": {
+            "never": {"type": "integer", "minimum": 5, "maximum": 1},
+            "point": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]},
+        },
+        "type": "object",
+        "properties": {
+            "a": {"anyOf": [{"$ref": "#/$defs/never"}, {"type": "string"}]},
+            "b": {"anyOf": [{"$ref": "#/$defs/point"}, {"$ref": "#/$defs/never"}]},
+        },
+        "required": ["a", "b"],
+    }
+    text = json_schema_to_gbnf(schema)
+    parse_gbnf(text)  # every referenced rule is defined
+    m = GbnfMatcher(text)
+    assert m('{"a": "s", "b": {"x": 1}}')
+    assert not m('{"a": 3, "b": {"x": 1}}') and not m('{"a": "s", "b": 3}')
+    for value in _samples(text):
+        assert _valid(schema, value)
+
+
+def test_repeated_conjuncts_count_once() -> None:
+    # 16 traits each repeating the same anyOf for one property: 2**16 combinations unless merged
+    item = {"anyOf": [{"$ref": "#/$defs/author"}, {"$ref": "#/$defs/ref"}], "type": "object"}
+    traits = [{"properties": {"by": {"type": "array", "items": dict(item)}}} for _ in range(16)]
+    schema = {
+        "$defs": {
+            "author": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
+            "ref": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+        },
+        "type": "object",
+        "allOf": traits,
+    }
+    text = json_schema_to_gbnf(schema)
+    m = GbnfMatcher(text)
+    assert m('{"by": [{"name": "A"}, {"id": "r1"}]}')
+    assert not m('{"by": [{"title": "A"}]}')
+    for value in _samples(text):
+        assert _valid(schema, value)
+
+
+def test_a_required_property_allowed_by_a_pattern_is_generated() -> None:
+    # additionalProperties false, but patternProperties admits the required name (SchemaStore's ansible)
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "patternProperties": {"^(ansible\\.builtin\\.)?import_playbook$": {"type": "string"}},
+        "properties": {"name": {"type": "string"}},
+        "required": ["import_playbook"],
+    }
+    text = json_schema_to_gbnf(schema)
+    m = GbnfMatcher(text)
+    assert m('{"import_playbook": "site.yml"}') and m('{"name": "n", "import_playbook": "a"}')
+    assert not m('{"import_playbook": 1}') and not m("{}")
+    for value in _samples(text):
+        assert _valid(schema, value)

@@ -11,10 +11,19 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from llamabind.grammar._emit import gbnf_literal
 
-__all__ = ["defined_rules", "gbnf_literal", "json_string_literal", "prefix_rules", "rule_name"]
+__all__ = [
+    "defined_rules",
+    "gbnf_literal",
+    "json_string_literal",
+    "parameter_pieces",
+    "prefix_rules",
+    "rule_name",
+]
 
 _WORD = re.compile(r"[a-zA-Z0-9-]+")
 _NAME_OK = re.compile(r"^[a-zA-Z0-9-]+$")
@@ -112,3 +121,37 @@ def rule_name(text: str) -> str:
 def json_string_literal(text: str) -> str:
     """A GBNF literal matching ``text`` encoded as a JSON string (quotes included)."""
     return gbnf_literal(json.dumps(text, ensure_ascii=False))
+
+
+def parameter_pieces(
+    params: Any,
+    prefix: str,
+    schema_to_gbnf: Callable[[Any], str],
+    raw_text: Callable[[Any], str | None],
+    markup: Callable[[str, str], str],
+) -> tuple[list[str], list[str]]:
+    """(rules, pieces) for tool-call formats that write each argument in markup of its own (Qwen3-Coder
+    XML, GLM-4.5): one piece per property of ``params`` in schema order, optional ones as ``( … )?``.
+
+    A property whose schema ``raw_text`` gives a GBNF body for is written as that raw text; any other
+    is compact JSON for its schema (the sub-grammar renamed with ``prefix`` + its index).
+    ``markup(name, value_rule)`` wraps a value in the format's markup.
+    """
+    props = params.get("properties", {}) if isinstance(params, Mapping) else {}
+    required = set(params.get("required", [])) if isinstance(params, Mapping) else set()
+    rules: list[str] = []
+    pieces: list[str] = []
+    for j, (pname, pschema) in enumerate(props.items() if isinstance(props, Mapping) else []):
+        if pschema is False:
+            continue
+        sub = f"{prefix}p{j}-"
+        raw = raw_text(pschema)
+        if raw is not None:
+            value = f"{sub}text"
+            rules.append(f"{value} ::= {raw}")
+        else:
+            rules.append(prefix_rules(schema_to_gbnf(pschema), sub).strip())
+            value = f"{sub}root"
+        piece = markup(pname, value)
+        pieces.append(piece if pname in required else f"( {piece} )?")
+    return rules, pieces

@@ -21,7 +21,12 @@ from ..core import Model
 from ..generation.sampling import SamplingParams
 from ..grammar import CompiledSchema, Grammar
 from .messages import ChatRequestError
-from .native_output import arguments_as_text, native_output_format, prompt_opens_native
+from .native_output import (
+    arguments_as_text,
+    native_answer_grammar,
+    native_output_format,
+    prompt_opens_native,
+)
 from .reasoning import detect_reasoning_tags, prompt_opens_reasoning
 from .response_format import response_format_schema, tool_arguments_gbnf
 from .stream_parser import ChatMessage, ChatStreamParser
@@ -375,6 +380,10 @@ class ChatFormatter:
         tags: tuple[str, str] | None = None
         started = False
         native = native_output_format(self.template_for(use_tools).source)
+        native_started = native is not None and prompt_opens_native(native, prompt)
+        if native is not None and fmt_grammar is not None and constraint is fmt_grammar:
+            # the answer goes in the format's own message (gpt-oss's final channel, Functionary's all)
+            constraint = native_answer_grammar(native, fmt_grammar, started=native_started)
         split = self.reasoning if reasoning is None else reasoning
         if split and native is None:
             tags = detect_reasoning_tags(self.template_for(use_tools).source)
@@ -393,7 +402,7 @@ class ChatFormatter:
             add_bos=self.needs_bos(prompt),
             schema=schema,
             native_format=native,
-            native_started=native is not None and prompt_opens_native(native, prompt),
+            native_started=native_started,
             native_reasoning=split,
         )
 

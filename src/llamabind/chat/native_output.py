@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeAlias
 
+from ..grammar import Grammar
+from ._gbnf_compose import prefix_rules
 from .tool_calls import ToolCall, ToolCallFormat, detect_tool_call_format
-from .tool_functionary import FunctionaryStreamParser, functionary_grammar, prompt_opens_functionary
-from .tool_harmony import HarmonyStreamParser, ReasoningText, harmony_grammar
+from .tool_functionary import (
+    FunctionaryStreamParser,
+    functionary_answer_head,
+    functionary_grammar,
+    prompt_opens_functionary,
+)
+from .tool_harmony import HarmonyStreamParser, ReasoningText, harmony_answer_head, harmony_grammar
 
 __all__ = [
     "NATIVE_OUTPUT_FORMATS",
@@ -22,6 +29,7 @@ __all__ = [
     "NativeOutputParser",
     "ReasoningText",
     "arguments_as_text",
+    "native_answer_grammar",
     "native_grammar",
     "native_output_format",
     "native_output_parser",
@@ -88,3 +96,20 @@ def native_grammar(
     if fmt is ToolCallFormat.HARMONY:
         return harmony_grammar(functions, lazy=lazy, schema_to_gbnf=schema_to_gbnf)
     return functionary_grammar(functions, lazy=lazy, parallel=parallel, schema_to_gbnf=schema_to_gbnf)
+
+
+def native_answer_grammar(fmt: ToolCallFormat, answer: Grammar, *, started: bool) -> Grammar:
+    """``answer`` (a ``response_format`` grammar) inside the format's answer envelope.
+
+    A structured-output model writes its answer in a message of its own: gpt-oss in the ``final``
+    channel (after an optional ``analysis`` message, so it may still reason first), Functionary
+    v3.2 in the ``all`` segment. Forcing the bare answer from the first token would push the model
+    off its format; the envelope keeps it on, and the parser hands the answer over as content.
+    ``started``: the prompt already opened the first segment (Functionary's ``>>>``).
+    """
+    body = prefix_rules(answer.text, "rf-").strip()
+    if fmt is ToolCallFormat.HARMONY:
+        head = harmony_answer_head("rf-" + answer.root)
+    else:
+        head = functionary_answer_head("rf-" + answer.root, started=started)
+    return Grammar("\n".join([*head, body]) + "\n", "root")

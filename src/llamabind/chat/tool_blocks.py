@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._gbnf_compose import gbnf_literal, json_string_literal, prefix_rules
+from ._gbnf_compose import gbnf_literal, json_string_literal, parameter_pieces, prefix_rules
 from .tool_calls import (
     _FUNC_NAME,
     ToolCall,
@@ -240,24 +240,12 @@ def _raw_string(schema: Any) -> str | None:
 def _glm_call_rule(index: int, name: str, params: Any, schema_to_gbnf: SchemaToGbnf) -> tuple[str, list[str]]:
     """Properties in schema order, required ones always, others optionally; a string-only value is
     raw text (:func:`_raw_string`), any other compact JSON for its schema."""
-    props = params.get("properties", {}) if isinstance(params, Mapping) else {}
-    required = set(params.get("required", [])) if isinstance(params, Mapping) else set()
-    rules: list[str] = []
-    pieces: list[str] = []
-    for j, (pname, pschema) in enumerate(props.items() if isinstance(props, Mapping) else []):
-        if pschema is False:
-            continue
-        prefix = f"g{index}p{j}-"
-        raw = _raw_string(pschema)
-        if raw is not None:
-            value = f"{prefix}text"
-            rules.append(f"{value} ::= {raw}")
-        else:
-            rules.append(prefix_rules(schema_to_gbnf(pschema), prefix).strip())
-            value = f"{prefix}root"
+
+    def markup(pname: str, value: str) -> str:
         key = gbnf_literal(f"<arg_key>{pname}</arg_key>\n<arg_value>")
-        piece = f"{key} {value} {gbnf_literal('</arg_value>' + chr(10))}"
-        pieces.append(piece if pname in required else f"( {piece} )?")
+        return f"{key} {value} {gbnf_literal('</arg_value>' + chr(10))}"
+
+    rules, pieces = parameter_pieces(params, f"g{index}", schema_to_gbnf, _raw_string, markup)
     rule = f"glm-call-{index}"
     body = " ".join([gbnf_literal(f"{TAG_OPEN}{name}\n"), *pieces, gbnf_literal(TAG_CLOSE)])
     rules.append(f"{rule} ::= {body}")

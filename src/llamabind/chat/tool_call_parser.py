@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
+from ._events import EventBuffer
 from .native_output import NATIVE_OUTPUT_FORMATS, NativeOutputParser, native_output_parser
 from .tool_blocks import BLOCK_FORMATS, read_tool_call_tag
 from .tool_calls import (
@@ -128,9 +129,7 @@ class ToolCallStreamParser:
         self._new_id = id_factory or new_tool_call_id
         self._state = _S.START
         self._buf = ""
-        self._events: list[StreamEvent] = []
-        self._ws = ""  # whitespace held back: emitted before the next content, dropped before a call
-        self._after_call = False  # drop whitespace right after a call
+        self._out: EventBuffer[ToolCall] = EventBuffer()
         self._prefix = ""  # raw text of the current candidate call before its JSON (markers, names)
         self._json = ""  # raw JSON text of the current candidate call
         self._json_kind = ""
@@ -160,7 +159,7 @@ class ToolCallStreamParser:
         if text:
             self._buf += text
             self._run(final=False)
-        return self._drain()
+        return self._out.drain()
 
     def finish(self, truncated: bool = False) -> list[StreamEvent]:
         """The rest of the events. ``truncated``: the output was cut (``max_tokens``): a call still
@@ -172,10 +171,8 @@ class ToolCallStreamParser:
             self._finished = True
             self._truncated = truncated
             self._run(final=True)
-            if self._ws:
-                self._events.append(self._ws)
-                self._ws = ""
-        return self._drain()
+            self._out.flush()
+        return self._out.drain()
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -185,41 +182,17 @@ class ToolCallStreamParser:
         self._calls.extend(ev for ev in out if isinstance(ev, ToolCall))
         return out
 
-    def _drain(self) -> list[StreamEvent]:
-        out: list[StreamEvent] = []
-        for ev in self._events:
-            if isinstance(ev, str) and out and isinstance(out[-1], str):
-                out[-1] = out[-1] + ev
-            elif not (isinstance(ev, str) and not ev):
-                out.append(ev)
-        self._events = []
-        return out
-
     def _content(self, text: str) -> None:
-        if not text:
-            return
-        if self._after_call:
-            text = text.lstrip(_WS)
-            if not text:
-                return
-            self._after_call = False
-        body = text.rstrip(_WS)
-        if body:
-            self._events.append(self._ws + body)
-            self._ws = text[len(body) :]
-        else:
-            self._ws += text
+        self._out.content(text)
 
     def _emit_calls(self, calls: list[ToolCall]) -> None:
-        self._ws = ""
-        self._events.extend(calls)
+        self._out.calls(calls)
         self._calls.extend(calls)
-        self._after_call = True
 
     def _cut(self) -> None:
         """Output cut inside a call: keep the calls completed inside it, drop the partial rest (and
         the whitespace before it)."""
-        self._ws = ""
+        self._out.drop_held_whitespace()
         calls = _complete_calls(self._json, self._new_id)
         if calls and self._names_ok(calls):
             self._emit_calls(calls)

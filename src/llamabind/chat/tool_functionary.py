@@ -22,10 +22,16 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._events import EventBuffer
 from ._gbnf_compose import gbnf_literal, prefix_rules
 from .tool_calls import _FUNC_NAME, _WS, ToolCall, _dump, new_tool_call_id
 
-__all__ = ["FunctionaryStreamParser", "functionary_grammar", "prompt_opens_functionary"]
+__all__ = [
+    "FunctionaryStreamParser",
+    "functionary_answer_head",
+    "functionary_grammar",
+    "prompt_opens_functionary",
+]
 
 _SEP = ">>>"
 _ALL = "all"
@@ -54,15 +60,13 @@ class FunctionaryStreamParser:
     ) -> None:
         self._tools = tools
         self._new_id = id_factory or new_tool_call_id
-        self._out: list[str | ToolCall] = []
+        self._out: EventBuffer[ToolCall] = EventBuffer()
         self._buf = ""
         self._state = "recipient" if started else "content"
         self._opened = not started  # False: no ">>>" consumed yet (a leading one is redundant)
         self._sep_seen = False  # the current recipient line follows a ">>>" of the output
         self._name = ""
         self._searched = 0
-        self._ws = ""  # content whitespace held back: dropped before a call
-        self._after_call = False
         self._finished = False
 
     def feed(self, text: str) -> list[str | ToolCall]:
@@ -71,40 +75,18 @@ class FunctionaryStreamParser:
         if text:
             self._buf += text
             self._run(final=False, truncated=False)
-        return self._drain()
+        return self._out.drain()
 
     def finish(self, truncated: bool = False) -> list[str | ToolCall]:
         """The rest; ``truncated`` (output cut by ``max_tokens``): an unfinished call is dropped."""
         if not self._finished:
             self._finished = True
             self._run(final=True, truncated=truncated)
-            if self._ws:
-                self._out.append(self._ws)
-                self._ws = ""
-        return self._drain()
-
-    def _drain(self) -> list[str | ToolCall]:
-        merged: list[str | ToolCall] = []
-        for ev in self._out:
-            if isinstance(ev, str) and merged and isinstance(merged[-1], str):
-                merged[-1] = merged[-1] + ev
-            else:
-                merged.append(ev)
-        self._out.clear()
-        return merged
+            self._out.flush()
+        return self._out.drain()
 
     def _content(self, text: str) -> None:
-        if self._after_call:
-            text = text.lstrip(_WS)
-            if not text:
-                return
-            self._after_call = False
-        body = text.rstrip(_WS)
-        if body:
-            self._out.append(self._ws + body)
-            self._ws = text[len(body) :]
-        else:
-            self._ws += text
+        self._out.content(text)
 
     def _run(self, final: bool, truncated: bool) -> None:
         while True:
@@ -206,9 +188,7 @@ class FunctionaryStreamParser:
         if not isinstance(args, dict):
             return False
         if self._tools:
-            self._ws = ""
-            self._after_call = True
-            self._out.append(ToolCall(self._name, _dump(args), self._new_id()))
+            self._out.calls([ToolCall(self._name, _dump(args), self._new_id())])
         if rest.strip():
             self._content(rest)
         return True
@@ -230,6 +210,13 @@ def _inside_string(text: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Grammar
 # ---------------------------------------------------------------------------------------------
+
+
+def functionary_answer_head(answer_root: str, *, started: bool) -> list[str]:
+    """GBNF rules putting the rule ``answer_root`` in an ``all`` segment (after the ``>>>`` that
+    opens it, unless the prompt already wrote it: ``started``)."""
+    opener = gbnf_literal((_ALL if started else _SEP + _ALL) + "\n")
+    return [f"root ::= {opener} {answer_root}"]
 
 
 def functionary_grammar(

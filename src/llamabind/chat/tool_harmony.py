@@ -34,6 +34,7 @@ __all__ = [
     "HarmonyEvent",
     "HarmonyStreamParser",
     "ReasoningText",
+    "harmony_answer_head",
     "harmony_grammar",
     "harmony_messages",
     "harmony_tools",
@@ -311,6 +312,24 @@ def harmony_tools(tools: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 
 
+# an analysis message (reasoning: any text without a special token) and the header that follows it
+_ANALYSIS = (
+    f"{gbnf_literal(_CHANNEL + 'analysis' + _MESSAGE)} tc-think {gbnf_literal(_END + _START + 'assistant')}"
+)
+_THINK_RULE = 'tc-think ::= ( [^<] | "<" [^|] )*'
+
+
+def harmony_answer_head(answer_root: str) -> list[str]:
+    """GBNF rules putting the rule ``answer_root`` in the ``final`` channel, after an optional
+    analysis message (``<|start|>assistant`` was the prompt's end)."""
+    final = f"{gbnf_literal(_CHANNEL + 'final')} tc-type {gbnf_literal(_MESSAGE)}"
+    return [
+        f"root ::= ( {_ANALYSIS} )? {final} {answer_root}",
+        _THINK_RULE,
+        f'tc-type ::= ( " " {gbnf_literal(_CONSTRAIN)}? "json" )?',
+    ]
+
+
 def harmony_grammar(
     functions: Sequence[tuple[str, Any]], *, lazy: bool, schema_to_gbnf: Callable[[Any], str]
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -340,8 +359,7 @@ def harmony_grammar(
     if lazy:
         head = ["root ::= tc-call"]
     else:
-        analysis = f"{gbnf_literal(_CHANNEL + 'analysis' + _MESSAGE)} tc-think {gbnf_literal(_END + _START + 'assistant')}"
-        head = [f"root ::= ( {analysis} )? tc-call", 'tc-think ::= ( [^<] | "<" [^|] )*']
+        head = [f"root ::= ( {_ANALYSIS} )? tc-call", _THINK_RULE]
     channel = re.escape(_CHANNEL)
     patterns = (
         r"[\s\S]*?(" + channel + r"(?:commentary|analysis) to=)[\s\S]*",

@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ._gbnf_compose import gbnf_literal, prefix_rules
+from ._gbnf_compose import gbnf_literal, parameter_pieces
 
 __all__ = ["parse_xml_call", "xml_call_rule"]
 
@@ -72,22 +72,14 @@ def xml_call_rule(
     Properties come in schema order, required ones always, others optionally; a plain string
     parameter is text without ``<``; any other is compact JSON for its schema.
     """
-    props = params.get("properties", {}) if isinstance(params, Mapping) else {}
-    required = set(params.get("required", [])) if isinstance(params, Mapping) else set()
-    rules: list[str] = []
-    pieces: list[str] = []
-    for j, (pname, pschema) in enumerate(props.items() if isinstance(props, Mapping) else []):
-        if pschema is False:
-            continue
-        prefix = f"x{index}p{j}-"
-        if _is_plain_string(pschema):
-            value = f"{prefix}text"
-            rules.append(f"{value} ::= [^<]*")
-        else:
-            rules.append(prefix_rules(schema_to_gbnf(pschema), prefix).strip())
-            value = f"{prefix}root"
-        piece = f"{gbnf_literal(f'<parameter={pname}>' + chr(10))} {value} {gbnf_literal(chr(10) + '</parameter>' + chr(10))}"
-        pieces.append(piece if pname in required else f"( {piece} )?")
+
+    def markup(pname: str, value: str) -> str:
+        opener = gbnf_literal(f"<parameter={pname}>" + chr(10))
+        return f"{opener} {value} {gbnf_literal(chr(10) + '</parameter>' + chr(10))}"
+
+    rules, pieces = parameter_pieces(
+        params, f"x{index}", schema_to_gbnf, lambda s: "[^<]*" if _is_plain_string(s) else None, markup
+    )
     rule = f"xml-call-{index}"
     head = gbnf_literal(f"<function={name}>\n")
     rules.append(f"{rule} ::= {head} {' '.join(pieces)} {gbnf_literal('</function>')}".replace("  ", " "))

@@ -160,7 +160,11 @@ class _ContainerRules(_ScalarRules):
         forbidden = {n for n, locs in p.properties.items() if any(s is False for s, _ in locs)}
 
         def allowed(name: str) -> bool:
-            return name not in forbidden and (name in p.properties or not explicit_false)
+            return name not in forbidden and (
+                name in p.properties
+                or not explicit_false
+                or any(linear_regex(pattern, loc[1]).search(name) for pattern, loc in p.pattern_props)
+            )
 
         # dependentRequired: a property that depends on others makes them required (narrower, sound);
         # one whose dependencies are not allowed is left out.
@@ -228,14 +232,21 @@ class _ContainerRules(_ScalarRules):
         sep = f'{ws} "," {ws}'
 
         def value_of(name: str) -> str:
-            locs = list(p.properties.get(name, p.additional))
-            for pattern, loc in p.pattern_props:
-                if linear_regex(pattern, loc[1]).search(name):
-                    locs.append(loc)
+            matched = [loc for pattern, loc in p.pattern_props if linear_regex(pattern, loc[1]).search(name)]
+            # additionalProperties covers only names that neither properties nor a pattern names
+            locs = list(p.properties.get(name, [] if matched else p.additional)) + matched
             value = self.atom(locs, f"{hint}-{name}") if locs else self.prim("value")
             return f'{_lit(_json_text(name))} {ws} ":" {ws} {value}'
 
-        pieces = [value_of(name) for name in order]
+        pieces: list[str] = []
+        for name in list(order):
+            try:
+                pieces.append(value_of(name))
+            except _Unsatisfiable:
+                if name in required:
+                    raise
+                order.remove(name)  # an optional property no value satisfies is never generated
+                self.orphans = True
         is_req = [name in required for name in order]
         count = len(order)
         extra = ""

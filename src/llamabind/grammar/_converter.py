@@ -8,8 +8,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 from llamabind.errors import SchemaError
@@ -33,6 +33,8 @@ from ._schema import (
 from ._validate import linear_regex
 
 _ATOM = re.compile(r"[a-zA-Z0-9-]+|\"(?:[^\"\\]|\\.)*\"")  # a rule name or a string literal
+
+_T = TypeVar("_T")
 
 _MAX_PRODUCT = 4096
 _MAX_WORK = 200_000
@@ -112,8 +114,17 @@ class _Converter(_ContainerRules):
         self.ref_names[tptr] = name
         self.rules[name] = ""  # reserve
         self.left_open.add(tptr)
+        known = len(self.ref_names)
         try:
             self.rules[name] = _ungroup(self.expr([(target, tptr)], name))
+        except _Unsatisfiable:
+            # no value: forget the rule and every reference made while it was open (they may
+            # refer to it); the alternative that asked for it is dropped by the caller
+            for stale in list(self.ref_names)[known - 1 :]:
+                del self.ref_names[stale]
+            del self.rules[name]
+            self.orphans = True
+            raise
         finally:
             self.left_open.discard(tptr)
         return name
@@ -128,6 +139,8 @@ class _Converter(_ContainerRules):
         return self.add_rule(hint, expr)
 
     def expr(self, locs: list[_Loc], hint: str) -> str:
+        if len(locs) > 1:  # the same schema object twice is one conjunct
+            locs = _distinct(locs, lambda loc: id(loc[0]))
         if len(locs) == 1:
             schema, pointer = locs[0]
             if isinstance(schema, dict):
@@ -143,34 +156,37 @@ class _Converter(_ContainerRules):
                     subs = self.subschemas(schema[key], key, pointer)
                     if key == "oneOf":
                         self.check_one_of([self.dnf(sub) for sub in subs], pointer)
-                    return _alt(
-                        [self.atom([loc], f"{hint}-{i}") for i, loc in enumerate(subs)]
-                        if len(subs) > 1
-                        else [self.expr(subs, hint)]
-                    )
-        factors = [self.dnf(loc) for loc in locs]
-        if len(factors) == 1 and len(factors[0]) == 1 and len(factors[0][0]) == 1:
+                    if len(subs) == 1:
+                        return self.expr(subs, hint)
+                    return _alt(self.alternatives(subs, hint))
+        dnfs = [self.dnf(loc) for loc in locs]
+        if len(dnfs) == 1 and len(dnfs[0]) == 1 and len(dnfs[0][0]) == 1:
             # one plain schema (the common case): what the loop below does with one combination
             self.work += 1
             if self.work > _MAX_WORK:
                 raise _fail(f"schema needs more than {_MAX_WORK} combination steps to convert", locs[0][1])
-            plain = factors[0][0][0]
+            plain = dnfs[0][0][0]
             if plain.types is not None and not plain.types:
-                raise _fail("schema can never be satisfied", locs[0][1])
+                raise _Unsatisfiable(_fail("schema can never be satisfied", locs[0][1]))
             try:
                 return self.plain_expr(plain, hint)
             except _Unsatisfiable as exc:
                 error = exc.error
-            raise error  # outside the handler, as below
+            self.orphans = True
+            raise _Unsatisfiable(error)  # outside the handler, as below
         plains: list[_Plain] = []
-        for combo in self.product(factors, locs[0][1]):
+        if len(locs) > 1 and math.prod(len(d) for d in dnfs) > _MAX_PRODUCT:
+            # copies of one schema (allOf of traits that repeat a property) are one conjunct
+            keep = _distinct(list(range(len(locs))), lambda i: _canonical(locs[i][0]))
+            dnfs = [dnfs[i] for i in keep]
+        for combo in self.product(dnfs, locs[0][1]):
             merged = _merge(tuple(itertools.chain.from_iterable(combo)))
             if merged is not None:
                 plains.append(merged)
             if len(plains) > _MAX_ALTERNATIVES:
                 raise _fail("combination of allOf/anyOf/oneOf expands to too many alternatives", locs[0][1])
         if not plains:
-            raise _fail("schema can never be satisfied", locs[0][1])
+            raise _Unsatisfiable(_fail("schema can never be satisfied", locs[0][1]))
         exprs: list[str] = []
         errors: list[SchemaError] = []
         for i, p in enumerate(plains):
@@ -178,9 +194,24 @@ class _Converter(_ContainerRules):
                 exprs.append(self.plain_expr(p, hint if len(plains) == 1 else f"{hint}-{i}"))
             except _Unsatisfiable as exc:
                 errors.append(exc.error)
+                self.orphans = True
         if not exprs:
-            raise errors[0]
+            raise _Unsatisfiable(errors[0])
         return _alt(exprs)
+
+    def alternatives(self, subs: list[_Loc], hint: str) -> list[str]:
+        """An atom per subschema, without those no value satisfies (unsatisfiable if none is left)."""
+        atoms: list[str] = []
+        errors: list[SchemaError] = []
+        for i, loc in enumerate(subs):
+            try:
+                atoms.append(self.atom([loc], f"{hint}-{i}"))
+            except _Unsatisfiable as exc:
+                errors.append(exc.error)
+                self.orphans = True
+        if not atoms:
+            raise _Unsatisfiable(errors[0])
+        return atoms
 
     def scalar_type(self, value: Any, pointer: str) -> str | None:
         """`expr` of a schema whose only keyword is a 'type' of scalars without bounds (the most
@@ -455,3 +486,15 @@ class _Converter(_ContainerRules):
                 )
             return all(k in v for k in p.required)
         return True
+
+
+def _distinct(items: list[_T], key: Callable[[_T], Any]) -> list[_T]:
+    """``items`` without repeats by ``key``, the first of each kept."""
+    seen: set[Any] = set()
+    out: list[_T] = []
+    for item in items:
+        k = key(item)
+        if k not in seen:
+            seen.add(k)
+            out.append(item)
+    return out

@@ -252,6 +252,7 @@ class RuleSet:
     def __init__(self, compact: bool = False) -> None:
         self.rules: dict[str, str] = {}
         self.by_body: dict[str, str] = {}
+        self.orphans = False  # rules of a dropped alternative may be left in ``rules``
         self.used_primitives: set[str] = set()
         self.compact = compact  # no whitespace between tokens (the `ws` rule matches only "")
 
@@ -287,12 +288,31 @@ class RuleSet:
         return self.prim("ws")
 
     def output(self) -> str:
+        if self.orphans:  # a failed alternative left rules behind: keep only what root reaches
+            self.rules = _reachable(self.rules)
         lines = [f"root ::= {self.rules['root']}"]
         lines += [f"{n} ::= {b}" for n, b in self.rules.items() if n != "root"]
         for n in _PRIMITIVES:
             if n in self.used_primitives:
                 lines.append(_primitive_line(n, self.compact))
         return "\n".join(lines) + "\n"
+
+
+_REFERENCE = re.compile(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|([a-zA-Z0-9-]+)')
+
+
+def _reachable(rules: dict[str, str]) -> dict[str, str]:
+    """The rules reachable from ``root`` (in their order): references are the names outside string
+    literals and character classes."""
+    seen = {"root"}
+    stack = ["root"]
+    while stack:
+        for m in _REFERENCE.finditer(rules[stack.pop()]):
+            name = m.group(1)
+            if name and name in rules and name not in seen:
+                seen.add(name)
+                stack.append(name)
+    return {n: b for n, b in rules.items() if n in seen}
 
 
 def _primitive_line(name: str, compact: bool) -> str:
