@@ -153,13 +153,13 @@ class BudgetCloser:
     def _fits(
         self, state: RecognizerState, remaining: int
     ) -> tuple[bool, tuple[Completion, list[int] | None] | None]:
-        """Whether ``state`` can be completed in ``remaining`` tokens (and its completion, with its
-        tokens when they had to be counted)."""
+        """Whether ``state`` can be completed in ``remaining`` tokens, and its completion with its
+        tokens when they had to be counted (None when the byte count alone settled it)."""
+        if self.recognizer.completion_cost(state) <= remaining:  # every token writes >= 1 byte
+            return True, None
         comp = self.recognizer.completion(state)
         if comp is None:
             return False, None
-        if comp.cost <= remaining:  # every token writes at least one byte
-            return True, (comp, None)
         tokens = self.tokens_for(comp)
         return tokens is not None and len(tokens) <= remaining, (comp, tokens)
 

@@ -462,6 +462,15 @@ class GrammarRecognizer:
 
     # ------------------------------------------------------------------ completing
 
+    def completion_cost(self, state: RecognizerState) -> int:
+        """The cost of :meth:`completion` without building it (``INFINITE``: none)."""
+        if not state.viable:
+            return INFINITE
+        if state.partial[1] == 0:
+            return min((s[1] if s is not None else 0) for s in state.stacks)
+        comp = self.completion(state)
+        return comp.cost if comp is not None else INFINITE
+
     def completion(self, state: RecognizerState) -> Completion | None:
         """The cheapest completion of ``state`` (None: the text so far is no viable prefix, or it
         can only be completed through a negated or unknown token terminal)."""
