@@ -14,6 +14,10 @@ complete sentence of the grammar, finished within the budget, with ``finish_reas
 ended early, an array closed, required properties filled with the shortest values) and
 ``closed = True`` on the result.
 
+No safety margin is needed: the check is made on the state *after* each sampled token, so a token
+that opens something long to finish (an object with many required properties) is refused before
+it is emitted, and the text before it, which was checked the same way, always fits.
+
 It applies to non-lazy grammars given through :class:`~llamabind.generation.sampling.SamplingParams`
 (``close_on_budget``, on by default); lazy grammars (tool calls with ``tool_choice="auto"``) and
 chains passed ready-made as ``sampler=`` are left alone.
@@ -26,7 +30,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 
 from ..core import Model, Sampler, Vocab
-from ..errors import GrammarError
+from ..errors import GrammarError, LlamabindError
 from ..grammar import Grammar, parse_gbnf
 from ..grammar.completion import Completion, GrammarRecognizer, RecognizerState, recognizer_for
 from ..grammar.gbnf import TokenRef
@@ -88,7 +92,7 @@ class BudgetCloser:
             return None
         try:
             return cls(model, sp.grammar, sp.grammar_root)
-        except (GrammarError, ValueError, RecursionError) as exc:
+        except (LlamabindError, ValueError, RecursionError) as exc:
             log.debug("no budget closing for this grammar: %s", exc)
             return None
 
