@@ -28,7 +28,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from llamabind.grammar._gbnf_types import AnyChar, CharClass, Element, RuleRef, TokenRef
+from llamabind.grammar._completion_terms import (
+    SURROGATES,
+    Terminal,
+    decode_utf8,
+    merge_segments,
+    partial_range,
+    utf8_len,
+)
+from llamabind.grammar._gbnf_types import Element, RuleRef, TokenRef
 from llamabind.grammar.gbnf import ParsedGrammar, parse_gbnf
 
 __all__ = ["INFINITE", "Completion", "GrammarRecognizer", "RecognizerState", "recognizer_for"]
@@ -42,9 +50,6 @@ _Node: TypeAlias = "tuple[int, int, _Node | None]"
 _Stack: TypeAlias = "_Node | None"
 
 _KIND_RULE, _KIND_LITERAL, _KIND_CLASS, _KIND_ANY, _KIND_TOKEN = range(5)
-#: characters a completion prefers for a character class, in order (a readable, one-byte choice)
-_PREFERRED = tuple(ord(c) for c in "a0A -_.")
-_SURROGATES = (0xD800, 0xDFFF)
 
 
 @dataclass(frozen=True)
@@ -92,92 +97,6 @@ class Completion:
         return not self.continuation and not self.segments
 
 
-class _Terminal:
-    """A terminal at one position, in the form the hot loop wants."""
-
-    __slots__ = ("any", "literal", "negated", "ranges")
-
-    def __init__(self, element: CharClass | AnyChar) -> None:
-        self.any = isinstance(element, AnyChar)
-        self.ranges: tuple[tuple[int, int], ...] = () if isinstance(element, AnyChar) else element.ranges
-        self.negated = isinstance(element, CharClass) and element.negated
-        self.literal = (
-            self.ranges[0][0]
-            if not self.negated and len(self.ranges) == 1 and self.ranges[0][0] == self.ranges[0][1]
-            else -1
-        )
-
-    def matches(self, cp: int) -> bool:
-        if self.any:
-            return True
-        for lo, hi in self.ranges:
-            if lo <= cp <= hi:
-                return not self.negated
-        return self.negated
-
-    def first_in(self, lo: int, hi: int) -> int | None:
-        """The smallest code point in [lo, hi] this terminal matches (surrogates skipped)."""
-        candidates = {lo}
-        for r_lo, r_hi in self.ranges:
-            candidates.add(r_hi + 1 if self.negated else max(lo, r_lo))
-        candidates.add(_SURROGATES[1] + 1)
-        for cp in sorted(candidates):
-            if lo <= cp <= hi and not _SURROGATES[0] <= cp <= _SURROGATES[1] and self.matches(cp):
-                return cp
-        return None
-
-    def preferred(self) -> int | None:
-        """The character a completion writes for this terminal."""
-        for cp in _PREFERRED:
-            if self.matches(cp):
-                return cp
-        printable = self.first_in(0x21, 0x10FFFF)
-        return printable if printable is not None else self.first_in(0, 0x10FFFF)
-
-
-def _partial_range(partial: tuple[int, int]) -> tuple[int, int]:
-    """The code points a partly read UTF-8 character can still become."""
-    value, remain = partial
-    lo = value << (6 * remain)
-    return lo, lo | ((1 << (6 * remain)) - 1)
-
-
-def _utf8_len(cp: int) -> int:
-    return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
-
-
-def _decode(data: bytes, partial: tuple[int, int]) -> tuple[list[int], tuple[int, int]]:
-    """Code points of ``data`` read after ``partial``, and the partial state after it.
-
-    As lax as llama.cpp's decoder: the length comes from the lead byte's high bits and
-    continuation bytes are not checked; a stray continuation byte as a lead is invalid (-1).
-    """
-    value, remain = partial
-    out: list[int] = []
-    for b in data:
-        if remain < 0:
-            break
-        if remain > 0:
-            value = (value << 6) | (b & 0x3F)
-            remain -= 1
-            if remain == 0:
-                out.append(value)
-                value = 0
-            continue
-        high = b >> 4
-        if high < 8:
-            out.append(b)
-        elif high < 12:
-            return out, (0, -1)
-        elif high < 14:
-            value, remain = b & 0x1F, 1
-        elif high == 14:
-            value, remain = b & 0x0F, 2
-        else:
-            value, remain = b & 0x07, 3
-    return out, (value, remain)
-
-
 class GrammarRecognizer:
     """Recognizes prefixes of one grammar's sentences and completes them; thread-safe (immutable).
 
@@ -198,13 +117,13 @@ class GrammarRecognizer:
         self.grammar = parsed
         rules = [r.alternatives for r in parsed.rules]
         self._kind: list[int] = []
-        self._elem: list[Any] = []  # per position: a _Terminal, a rule index or a token matcher
+        self._elem: list[Any] = []  # per position: a Terminal, a rule index or a token matcher
         self._next: list[int] = []  # per position: the next position in its alternative, -1 at the end
         self._suffix: list[int] = []  # per position: the cost of the rest of its alternative
         self._starts: list[tuple[int, ...]] = []  # per rule: first position of each alternative (-1: empty)
         self._unit: list[int] = []  # per position: the cost of its element alone
         self._pick: list[int] = []  # per position: the character (or token id) a completion writes
-        terminals: dict[Element, _Terminal] = {}
+        terminals: dict[Element, Terminal] = {}
         spans: list[list[tuple[int, int]]] = []
         for alts in rules:
             starts: list[int] = []
@@ -228,7 +147,7 @@ class GrammarRecognizer:
                     else:
                         t = terminals.get(e)
                         if t is None:
-                            t = terminals[e] = _Terminal(e)
+                            t = terminals[e] = Terminal(e)
                         self._kind.append(
                             _KIND_ANY if t.any else _KIND_LITERAL if t.literal >= 0 else _KIND_CLASS
                         )
@@ -245,7 +164,7 @@ class GrammarRecognizer:
             if kind == _KIND_TOKEN:
                 self._unit[p] = 1 if self._pick[p] >= 0 else INFINITE
             elif kind != _KIND_RULE:
-                self._unit[p] = _utf8_len(self._pick[p]) if self._pick[p] >= 0 else INFINITE
+                self._unit[p] = utf8_len(self._pick[p]) if self._pick[p] >= 0 else INFINITE
         self._rule_cost = self._min_rule_costs(spans)
         self._suffix = [0] * n
         for rule_spans in spans:
@@ -317,7 +236,7 @@ class GrammarRecognizer:
                 parts.append(self._pick[p])
             else:
                 parts.append(chr(self._pick[p]))
-        return _merge(parts)
+        return merge_segments(parts)
 
     def _alt_end(self, pos: int) -> int:
         while self._next[pos] >= 0:
@@ -402,7 +321,7 @@ class GrammarRecognizer:
         """The state after ``data`` (UTF-8, possibly ending inside a character)."""
         if not data or not state.viable:
             return state
-        cps, partial = _decode(data, state.partial)
+        cps, partial = decode_utf8(data, state.partial)
         stacks: Iterable[_Stack] = state.stacks
         for cp in cps:
             stacks = self._scan(stacks, cp)
@@ -411,7 +330,7 @@ class GrammarRecognizer:
         if partial[1] < 0:
             return RecognizerState(frozenset(), partial)
         if partial[1] > 0:  # only stacks that can take a character starting with these bytes
-            lo, hi = _partial_range(partial)
+            lo, hi = partial_range(partial)
             stacks = [s for s in stacks if s is not None and self._first_char(s[0], lo, hi) is not None]
         return RecognizerState(frozenset(stacks), partial)
 
@@ -422,7 +341,7 @@ class GrammarRecognizer:
             lit: int = self._elem[pos]
             return lit if lo <= lit <= hi else None
         if kind == _KIND_ANY:
-            cp = lo if not _SURROGATES[0] <= lo <= _SURROGATES[1] else _SURROGATES[1] + 1
+            cp = lo if not SURROGATES[0] <= lo <= SURROGATES[1] else SURROGATES[1] + 1
             return cp if cp <= hi else None
         if kind == _KIND_CLASS:
             found: int | None = self._elem[pos].first_in(lo, hi)
@@ -453,7 +372,7 @@ class GrammarRecognizer:
             else:
                 chars.append(s)
         read = self.feed_bytes(RecognizerState(frozenset(chars), state.partial), piece)
-        partial = read.partial if read.partial[1] >= 0 else _decode(piece, state.partial)[1]
+        partial = read.partial if read.partial[1] >= 0 else decode_utf8(piece, state.partial)[1]
         return RecognizerState(frozenset(out | read.stacks), partial)
 
     def accepts(self, text: str) -> bool:
@@ -494,7 +413,7 @@ class GrammarRecognizer:
                 return Completion(b"", (), 0)
             return Completion(b"", self._stack_segments(best, -1), best_cost)
         best_pos = 0
-        lo, hi = _partial_range(state.partial)
+        lo, hi = partial_range(state.partial)
         for s in state.stacks:
             if s is None:
                 continue
@@ -525,17 +444,7 @@ class GrammarRecognizer:
             p = node[0]
             parts.extend(self._positions_segments(p, self._alt_end(p)))
             node = node[2]
-        return _merge(parts)
-
-
-def _merge(parts: Iterable[str | int]) -> tuple[str | int, ...]:
-    out: list[str | int] = []
-    for part in parts:
-        if isinstance(part, str) and out and isinstance(out[-1], str):
-            out[-1] = out[-1] + part
-        elif part != "":
-            out.append(part)
-    return tuple(out)
+        return merge_segments(parts)
 
 
 @functools.lru_cache(maxsize=32)
