@@ -27,12 +27,16 @@ enforce are validated after generation) and llama-cpp-python's
   temperature 0.8 within ``--max-tokens`` tokens and ``--time-limit`` seconds, and the output
   parses and validates with ``jsonschema`` (formats not asserted). Both converters' grammars run
   on the same llamabind generator (same model, kernels, sampler chain, seed and prompt): only the
-  grammar differs. Valid % is of the sampled schemas the converter compiled (and, apart, of the
-  outputs that completed). Invalid outputs are split: cut (by the token budget or the time
-  limit; a cut document is invalid), relaxed keyword (every validation error comes from a schema
-  object holding a keyword llamabind listed as not enforced by its grammar: validated after
-  generation, by design) and grammar escapes (the grammar let an invalid document through: a
-  converter bug).
+  grammar differs — and budget closing (``SamplingParams.close_on_budget``): what each library's
+  user gets, so llamabind's grammars run with it (its default) and llama-cpp-python's without it
+  (llama-cpp-python has no such feature); ``--no-close`` runs llamabind's without it too. Valid %
+  is of the sampled schemas the converter compiled (and, apart, of the outputs that completed:
+  ended by the model or closed). "closed": outputs budget closing finished (counted among the
+  valid or invalid ones by their validation). Invalid outputs are split: cut (by the token budget
+  or the time limit; a cut document is invalid), relaxed keyword (every validation error comes
+  from a schema object holding a keyword llamabind listed as not enforced by its grammar:
+  validated after generation, by design) and grammar escapes (the grammar let an invalid document
+  through: a converter bug).
 
     .venv/bin/python benchmarks/json_schema_bench.py --repeat 7      # compile figures only
     .venv/bin/python benchmarks/json_schema_bench.py --generate 80 --max-tokens 256 --time-limit 60 --threads 1
@@ -179,8 +183,8 @@ def _unchecked_grammar(text: str) -> Grammar:
     return g
 
 
-def _classify(schema: Any, text: str, finish: str, relaxed: tuple[str, ...]) -> str:
-    if finish == "length":
+def _classify(schema: Any, text: str, finish: str, closed: bool, relaxed: tuple[str, ...]) -> str:
+    if finish == "length" and not closed:
         return "cut-tokens"
     if finish == "cancelled":
         return "cut-time"
@@ -233,6 +237,7 @@ def main() -> int:
     )
     ap.add_argument("--per-set", type=int, default=50, help="schemas sampled from each JSONSchemaBench set")
     ap.add_argument("--accepts", action="store_true", help=argparse.SUPPRESS)  # child: grammar on stdin
+    ap.add_argument("--no-close", action="store_true", help="llamabind's grammars without budget closing too")
     args = ap.parse_args()
     if args.accepts:
         model = lb.Model(lb.default_model_path(), vocab_only=True)
@@ -297,7 +302,10 @@ def main() -> int:
                 if entry["id"] not in grammars[name]:
                     continue
                 gbnf, relaxed = grammars[name][entry["id"]]
-                sp = lb.SamplingParams(temperature=0.8, seed=args.seed, grammar=_unchecked_grammar(gbnf))
+                close = name == "llamabind" and not args.no_close
+                sp = lb.SamplingParams(
+                    temperature=0.8, seed=args.seed, grammar=_unchecked_grammar(gbnf), close_on_budget=close
+                )
                 gen.reset()
                 cancel = threading.Event()
                 timer = threading.Timer(args.time_limit, cancel.set)
@@ -307,12 +315,15 @@ def main() -> int:
                     out = gen.complete(prompt, max_tokens=args.max_tokens, sampling=sp, cancel=cancel)
                 finally:
                     timer.cancel()
-                kind = _classify(schema, out.text, out.finish_reason, relaxed)
+                kind = _classify(schema, out.text, out.finish_reason, out.closed, relaxed)
                 outcomes[name][kind] = outcomes[name].get(kind, 0) + 1
+                if out.closed:
+                    outcomes[name]["closed"] = outcomes[name].get("closed", 0) + 1
                 record = {
                     "converter": name,
                     "id": entry["id"],
                     "outcome": kind,
+                    "closed": out.closed,
                     "tokens": out.completion_tokens,
                     "seconds": round(time.perf_counter() - start, 2),
                     "relaxed": list(relaxed),
@@ -322,7 +333,8 @@ def main() -> int:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                 print(
-                    f"  {name} {entry['id']}: {kind} ({out.completion_tokens} tokens)",
+                    f"  {name} {entry['id']}: {kind}{' (closed)' if out.closed else ''} "
+                    f"({out.completion_tokens} tokens)",
                     file=sys.stderr,
                     flush=True,
                 )
@@ -353,18 +365,21 @@ def main() -> int:
             f"max_tokens {args.max_tokens}, {args.time_limit:g} s limit"
         )
         print(
-            "| converter | valid of compiled | valid of completed | cut: tokens | cut: time "
-            "| invalid: relaxed keyword | invalid: grammar escape |"
+            "| converter | budget closing | valid of compiled | valid of completed | closed | cut: tokens "
+            "| cut: time | invalid: relaxed keyword | invalid: grammar escape |"
         )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name, got in outcomes.items():
-            total = sum(got.values())
+            total = sum(v for k, v in got.items() if k != "closed")
             done = total - got.get("cut-tokens", 0) - got.get("cut-time", 0)
             valid = got.get("valid", 0)
+            closing = "on" if name == "llamabind" and not args.no_close else "off"
             print(
-                f"| {name} | {100 * valid / max(total, 1):.1f} % ({valid}/{total}) | "
+                f"| {name} | {closing} | {100 * valid / max(total, 1):.1f} % ({valid}/{total}) | "
                 f"{100 * valid / max(done, 1):.1f} % ({valid}/{done}) | "
-                + " | ".join(str(got.get(k, 0)) for k in ("cut-tokens", "cut-time", "relaxed", "escape"))
+                + " | ".join(
+                    str(got.get(k, 0)) for k in ("closed", "cut-tokens", "cut-time", "relaxed", "escape")
+                )
                 + " |"
             )
     if log:

@@ -91,6 +91,16 @@ def test_complete_json_schema_and_grammar(tmp_path: Path) -> None:
     assert json.loads(out.stdout)["text"] in ("yes", "no")
 
 
+def test_complete_closes_a_json_schema_document_within_n_predict() -> None:
+    schema = json.dumps({"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]})
+    args = ("complete", "-p", "Answer in JSON. " + PROMPT, "-n", "8", "--json-schema", schema, "--json")
+    closed = json.loads(run(*args).stdout)
+    assert closed["text"] == '{\n    "city":""}' and closed["completion_tokens"] == 8
+    assert closed["finish_reason"] == "length" and closed["closed_on_budget"] is True
+    cut = json.loads(run(*args, "--no-close-on-budget").stdout)
+    assert cut["text"] == '{\n    "city": "' and cut["closed_on_budget"] is False
+
+
 def test_bad_inputs_exit_codes(tmp_path: Path) -> None:
     out = run("complete", "-m", str(tmp_path / "missing.gguf"), "-p", "x")
     assert out.returncode == 1 and "model file not found" in out.stderr and "Traceback" not in out.stderr

@@ -29,6 +29,20 @@ class GbnfMatcher:
         return self.matches(text)
 
     def matches(self, text: str) -> bool:
+        final = self._last_set(text)
+        start = self.grammar.root_index
+        rules = self.rules
+        return final is not None and any(
+            r == start and o == 0 and d == len(rules[r][a]) for r, a, d, o in final
+        )
+
+    def viable_prefix(self, text: str) -> bool:
+        """Whether some continuation of ``text`` is in the language (every rule of the grammars
+        tested derives some string, so a non-empty Earley set means a viable prefix)."""
+        return self._last_set(text) is not None
+
+    def _last_set(self, text: str) -> set[_Item] | None:
+        """The Earley set after ``text`` (None when some set on the way was empty)."""
         rules, nullable = self.rules, self.nullable
         n = len(text)
         start = self.grammar.root_index
@@ -39,7 +53,7 @@ class GbnfMatcher:
         for i in range(n + 1):
             work = list(sets[i])
             if not work and i > 0:
-                return False
+                return None
             cp = ord(text[i]) if i < n else -1
             while work:
                 item = work.pop()
@@ -67,7 +81,7 @@ class GbnfMatcher:
                             work.append(new)
                 elif i < n and isinstance(elem, (CharClass, AnyChar)) and elem.matches(cp):
                     sets[i + 1].add((r, a, d + 1, o))
-        return any(r == start and o == 0 and d == len(rules[r][a]) for r, a, d, o in sets[n])
+        return sets[n]
 
 
 def matches(grammar: ParsedGrammar | str, text: str, root: str = "root") -> bool:

@@ -49,6 +49,9 @@ class DoneEvent:
     finish_reason: str
     usage: Usage
     stop: str | None = None  # the stop string that matched
+    #: the grammar's document was closed before the token budget ran out (finish_reason "length",
+    #: the output a complete sentence of the grammar): ``llamabind.generation.closing``
+    closed: bool = False
 
 
 @dataclass(frozen=True)

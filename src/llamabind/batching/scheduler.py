@@ -26,6 +26,7 @@ from ..errors import (
     QueueFullError,
     SlotActionError,
 )
+from ..generation.closing import BudgetCloser, feed_closing
 from ..generation.logprobs import TokenLogprob, token_logprobs
 from ..generation.output import OutputStream
 from .cache_store import PromptStore
@@ -257,6 +258,7 @@ class Scheduler:
         slot.last_token = -1
         slot.logits_idx = -1
         slot.sampler = req.sampling.build(self.model)
+        slot.closer = BudgetCloser.for_sampling(self.model, req.sampling)
         slot.out = OutputStream(
             self.model.vocab,
             n_prompt=len(prompt),
@@ -410,6 +412,8 @@ class Scheduler:
         """Hand one sampled token to the client; True when the request finished with it."""
         req, out = s.req, s.out
         assert req is not None and out is not None
+        if s.closer is not None and not s.closer.admit(token, out.remaining - 1):
+            return self._close(s)
         text = out.feed(token)
         self.stats.generated_tokens_total += 1
         if out.n_generated == 1:
@@ -421,6 +425,16 @@ class Scheduler:
             return True
         return False
 
+    def _close(self, s: Slot) -> bool:
+        """Emit the closing instead of the token the slot's closer refused, and finish (True)."""
+        assert s.req is not None and s.out is not None and s.closer is not None
+        for token, text in feed_closing(s.closer, s.out):
+            self.stats.generated_tokens_total += 1
+            if text:
+                s.req.emit(TokenEvent(text, (token,)))
+        self._finish(s, s.out.finish_reason or "length")
+        return True
+
     def _finish(self, s: Slot, reason: str) -> None:
         req = s.req
         if req is None:
@@ -429,24 +443,16 @@ class Scheduler:
         tail = out.finish() if out is not None and reason != "cancelled" else ""
         if tail:
             req.emit(TokenEvent(tail, ()))
-        now = time.perf_counter()
-        usage = Usage(
-            prompt_tokens=len(s.prompt),
-            completion_tokens=s.n_generated,
-            cached_tokens=s.n_reused,
-            prompt_ms=((s.t_prefill_done or now) - s.t_start) * 1000,
-            generation_ms=(now - (s.t_prefill_done or now)) * 1000,
-            ttft_ms=((s.t_first or now) - req.submitted_at) * 1000,
-            queued_ms=(s.t_start - req.submitted_at) * 1000,
-        )
+        usage = s.usage(req.submitted_at)
         self.stats.cached_tokens_total += s.n_reused
         if reason == "cancelled":
             self.stats.requests_cancelled += 1
         else:
             self.stats.requests_done += 1
         stop = out.stopped if out is not None else None
-        self._release(s)
-        req.emit(DoneEvent(reason, usage, stop))
+        closed = s.closer is not None and s.closer.closed
+        s.release()
+        req.emit(DoneEvent(reason, usage, stop, closed))
 
     def _fail(self, s: Slot, exc: BaseException) -> None:
         req = s.req
@@ -462,21 +468,9 @@ class Scheduler:
                 s.drafter.reset()
             except LlamabindError:
                 pass
-        self._release(s)
+        s.release()
         if req is not None:
             req.emit(ErrorEvent(exc))
-
-    def _release(self, s: Slot) -> None:
-        if s.sampler is not None:
-            s.sampler.close()
-        s.sampler = None
-        s.out = None
-        s.req = None
-        s.state = "idle"
-        s.prompt = []
-        s.draft = None
-        s.rows = []
-        s.last_used = time.perf_counter()  # s.cached stays: it is this slot's prefix cache
 
     def _on_kv_full(self, chunks: list[tuple[Slot, int]]) -> None:
         """No KV room: evict idle slots' caches first, then shrink prefill, then fail the youngest."""

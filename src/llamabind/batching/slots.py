@@ -9,17 +9,19 @@ cache (:mod:`.cache_store`: states of conversations that lost their slot) is res
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import Context, Sampler
+from ..generation.closing import BudgetCloser
 from ..generation.draft import Draft, Drafter
 from ..generation.generator import common_prefix
 from ..generation.output import OutputStream
 from .cache_store import PromptStore
 from .config import SchedulerConfig, SlotInfo
-from .request import GenRequest
+from .request import GenRequest, Usage
 
 __all__ = ["PrefixCache", "Slot", "slot_infos"]
 
@@ -35,6 +37,7 @@ class Slot:
     prompt: list[int] = field(default_factory=list)
     pending: int = 0  # index in prompt of the next token to decode
     sampler: Sampler | None = None
+    closer: BudgetCloser | None = None  # closes a grammar's document before the budget runs out
     out: OutputStream | None = None
     last_token: int = -1  # sampled, not yet decoded
     n_reused: int = 0
@@ -50,6 +53,33 @@ class Slot:
     @property
     def n_generated(self) -> int:
         return self.out.n_generated if self.out is not None else 0
+
+    def release(self) -> None:
+        """The request is over: free its sampler; ``cached`` stays (this slot's prefix cache)."""
+        if self.sampler is not None:
+            self.sampler.close()
+        self.sampler = None
+        self.closer = None
+        self.out = None
+        self.req = None
+        self.state = "idle"
+        self.prompt = []
+        self.draft = None
+        self.rows = []
+        self.last_used = time.perf_counter()
+
+    def usage(self, submitted_at: float) -> Usage:
+        """The usage of the request this slot is finishing (times up to now)."""
+        now = time.perf_counter()
+        return Usage(
+            prompt_tokens=len(self.prompt),
+            completion_tokens=self.n_generated,
+            cached_tokens=self.n_reused,
+            prompt_ms=((self.t_prefill_done or now) - self.t_start) * 1000,
+            generation_ms=(now - (self.t_prefill_done or now)) * 1000,
+            ttft_ms=((self.t_first or now) - submitted_at) * 1000,
+            queued_ms=(self.t_start - submitted_at) * 1000,
+        )
 
 
 def slot_infos(slots: Sequence[Slot]) -> list[SlotInfo]:

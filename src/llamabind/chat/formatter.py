@@ -157,11 +157,12 @@ class PreparedChat:
             native_reasoning=self.native_reasoning,
         )
 
-    def parse(self, text: str, finish_reason: str = "stop") -> ChatMessage:
-        """Non-streaming: the whole output as one assistant message."""
+    def parse(self, text: str, finish_reason: str = "stop", *, closed: bool = False) -> ChatMessage:
+        """Non-streaming: the whole output as one assistant message (``closed``: see
+        :meth:`ChatStreamParser.finish`)."""
         p = self.parser()
         p.feed(text)
-        return p.message(finish_reason)
+        return p.message(finish_reason, closed=closed)
 
 
 class ChatFormatter:

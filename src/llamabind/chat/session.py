@@ -39,6 +39,9 @@ class ChatChunk:
     tokens: tuple[int, ...] = ()
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: str | None = None
+    #: on the last chunk: the grammar's document was closed before the budget ran out
+    #: (``finish_reason`` "length"; see ``llamabind.generation.closing``)
+    closed: bool = False
 
     @property
     def content(self) -> str:
@@ -55,6 +58,7 @@ class ChatResult:
     completion_tokens: int
     logprobs: list[TokenLogprob] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    closed: bool = False  # see ChatChunk.closed
 
     @property
     def content(self) -> str | None:
@@ -155,8 +159,10 @@ def chat_stream(
         for chunk in stream:
             deltas = parser.feed(chunk.text)
             if chunk.finish_reason is not None:
-                tail, reason = parser.finish(chunk.finish_reason)
-                yield ChatChunk(tuple(deltas + tail), tuple(chunk.tokens), tuple(chunk.logprobs), reason)
+                tail, reason = parser.finish(chunk.finish_reason, closed=chunk.closed)
+                yield ChatChunk(
+                    tuple(deltas + tail), tuple(chunk.tokens), tuple(chunk.logprobs), reason, chunk.closed
+                )
                 return
             if deltas or chunk.tokens:
                 yield ChatChunk(tuple(deltas), tuple(chunk.tokens), tuple(chunk.logprobs))
@@ -198,6 +204,7 @@ def chat(
     tokens: list[int] = []
     lps: list[TokenLogprob] = []
     finish = "stop"
+    closed = False
     for chunk in chat_stream(
         gen,
         messages,
@@ -229,6 +236,7 @@ def chat(
                     calls.append(ToolCall(tc.name, tc.arguments, tc.id))
         if chunk.finish_reason is not None:
             finish = chunk.finish_reason
+            closed = chunk.closed
     text: str | None = "".join(content)
     if calls and not text:
         text = None
@@ -240,4 +248,5 @@ def chat(
         completion_tokens=t.generated_tokens,
         logprobs=lps,
         timings=t,
+        closed=closed,
     )

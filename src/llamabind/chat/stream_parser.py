@@ -134,19 +134,23 @@ class ChatStreamParser:
             return self._route(d.reasoning, d.content, final=False)
         return self._route("", text, final=False)
 
-    def finish(self, finish_reason: str = "stop") -> tuple[list[ChatDelta], str]:
-        """The deltas still held back, and the turn's finish reason (``tool_calls`` if it called any)."""
+    def finish(self, finish_reason: str = "stop", *, closed: bool = False) -> tuple[list[ChatDelta], str]:
+        """The deltas still held back, and the turn's finish reason (``tool_calls`` if it called any).
+
+        ``closed``: the output ended with ``"length"`` but its grammar's document was closed
+        (``llamabind.generation.closing``): it is parsed and validated as a complete output."""
         out: list[ChatDelta] = []
         if not self._finished:
             self._finished = True
+            truncated = finish_reason == "length" and not closed
             if self._native is not None:
-                out = self._native_route(self._native.finish(truncated=finish_reason == "length"))
+                out = self._native_route(self._native.finish(truncated=truncated))
             elif self._reasoning is not None:
                 d = self._reasoning.finish()
-                out = self._route(d.reasoning, d.content, final=True, truncated=finish_reason == "length")
+                out = self._route(d.reasoning, d.content, final=True, truncated=truncated)
             else:
-                out = self._route("", "", final=True, truncated=finish_reason == "length")
-            if self._schema is not None and not self._calls and finish_reason != "length":
+                out = self._route("", "", final=True, truncated=truncated)
+            if self._schema is not None and not self._calls and (finish_reason != "length" or closed):
                 # the grammar leaves some keywords to validation (or the output ended early)
                 errors = self._schema.errors(self.content)
                 if errors:
@@ -196,9 +200,9 @@ class ChatStreamParser:
                 out.append(ChatDelta(tool_calls=(ToolCallDelta(index, ev.id, ev.name, ev.arguments),)))
         return out
 
-    def message(self, finish_reason: str = "stop") -> ChatMessage:
+    def message(self, finish_reason: str = "stop", *, closed: bool = False) -> ChatMessage:
         """Finish (if not yet) and return the whole parsed message."""
-        _, reason = self.finish(finish_reason)
+        _, reason = self.finish(finish_reason, closed=closed)
         content: str | None = self.content
         if self._calls and not content:
             content = None

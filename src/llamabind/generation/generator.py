@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ..core import Batch, Context, Sampler
 from ..errors import ContextOverflowError, UnsupportedError
+from .closing import BudgetCloser, feed_closing
 from .draft import Draft, Drafter
 from .logprobs import TokenLogprob, token_logprobs
 from .output import OutputStream
@@ -60,6 +61,9 @@ class GenerationChunk:
     tokens: list[int]
     logprobs: list[TokenLogprob] = field(default_factory=list)
     finish_reason: str | None = None  # stop | length | cancelled
+    #: on the last chunk: the grammar's document was closed before the token budget ran out
+    #: (finish_reason "length", the text a complete sentence of the grammar)
+    closed: bool = False
 
 
 @dataclass
@@ -72,6 +76,7 @@ class GenerationResult:
     stop: str | None = None
     logprobs: list[TokenLogprob] = field(default_factory=list)
     timings: Timings = field(default_factory=Timings)
+    closed: bool = False  # see GenerationChunk.closed
 
 
 class Generator:
@@ -182,6 +187,9 @@ class Generator:
         output has the target's distribution. Counters land in ``last_timings``.
         ``render_special`` puts the text of special tokens into the output (tool-call markers such
         as Mistral's ``[TOOL_CALLS]`` are special tokens).
+        With a grammar in ``sampling`` (and ``close_on_budget``, the default), an output about to
+        run out of ``max_tokens`` or context is closed validly (:mod:`.closing`): the last chunk
+        has ``finish_reason="length"`` and ``closed=True``.
         """
         self._render_special = render_special
         tokens = (
@@ -193,13 +201,26 @@ class Generator:
         sp = (sampling or SamplingParams()) if sampler is None else None
         smp = sampler if sampler is not None else (sampling or SamplingParams()).build(self.model)
         try:
+            closer = BudgetCloser.for_sampling(self.model, sp)
             if draft is not None:
                 draft.configure(sp)
                 yield from self._run_spec(
-                    tokens, smp, sp, draft, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos
+                    tokens,
+                    smp,
+                    sp,
+                    draft,
+                    max_tokens,
+                    stop,
+                    stop_tokens,
+                    logprobs,
+                    cancel,
+                    ignore_eos,
+                    closer,
                 )
             else:
-                yield from self._run(tokens, smp, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos)
+                yield from self._run(
+                    tokens, smp, max_tokens, stop, stop_tokens, logprobs, cancel, ignore_eos, closer
+                )
         finally:
             if own_sampler:
                 smp.close()
@@ -233,6 +254,7 @@ class Generator:
         logprobs: int | None,
         cancel: threading.Event | None,
         ignore_eos: bool,
+        closer: BudgetCloser | None = None,
     ) -> Iterator[GenerationChunk]:
         t0 = time.perf_counter()
         timings = Timings()
@@ -262,6 +284,9 @@ class Generator:
                 lp = [token_logprobs(logits, token, logprobs)]
             else:
                 token = smp.sample(ctx, -1)
+            if closer is not None and not closer.admit(token, out.remaining - 1):
+                yield from self._close(out, closer, t0)
+                break
             text = out.feed(token)
             if out.n_generated == 1:
                 timings.ttft_ms = (time.perf_counter() - t0) * 1000
@@ -276,16 +301,28 @@ class Generator:
             pos += 1
             timings.generated_tokens = out.n_generated
             yield GenerationChunk(text, [token], lp)
-        yield self._last_chunk(out, "cancelled" if cancelled else None, t1)
+        yield self._last_chunk(out, "cancelled" if cancelled else None, t1, closer)
 
-    def _last_chunk(self, out: OutputStream, finish: str | None, t1: float) -> GenerationChunk:
+    def _close(self, out: OutputStream, closer: BudgetCloser, t0: float) -> Iterator[GenerationChunk]:
+        """Emit the closer's completion instead of the token it refused (nothing when it has none:
+        the output then ends where it is)."""
+        for token, text in feed_closing(closer, out):
+            if out.n_generated == 1:
+                self.last_timings.ttft_ms = (time.perf_counter() - t0) * 1000
+            self.last_timings.generated_tokens = out.n_generated
+            yield GenerationChunk(text, [token])
+
+    def _last_chunk(
+        self, out: OutputStream, finish: str | None, t1: float, closer: BudgetCloser | None = None
+    ) -> GenerationChunk:
         """The final chunk: held-back text and the finish reason; completes ``last_timings``."""
         tail = out.finish()
         timings = self.last_timings
         timings.generated_tokens = out.n_generated
         timings.generation_ms = (time.perf_counter() - t1) * 1000
         self._stopped = out.stopped
-        return GenerationChunk(tail, [], finish_reason=finish or out.finish_reason or "length")
+        closed = closer is not None and closer.closed
+        return GenerationChunk(tail, [], finish_reason=finish or out.finish_reason or "length", closed=closed)
 
     def _run_spec(
         self,
@@ -299,6 +336,7 @@ class Generator:
         logprobs: int | None,
         cancel: threading.Event | None,
         ignore_eos: bool,
+        closer: BudgetCloser | None = None,
     ) -> Iterator[GenerationChunk]:
         """Speculative decoding: draft, verify the draft in one batch, keep the agreed prefix."""
         import numpy as np
@@ -334,7 +372,12 @@ class Generator:
         verdict = verify_draft(ctx, smp, [-1], Draft(), logprobs=logprobs)
         while out.finish_reason is None:
             pending_lp = verdict.logprobs
+            closing = False
             for j, token in enumerate(verdict.tokens):
+                if closer is not None and not closer.admit(token, out.remaining - 1):
+                    yield from self._close(out, closer, t0)
+                    closing = True
+                    break
                 text = out.feed(token)
                 if out.n_generated == 1:
                     timings.ttft_ms = (time.perf_counter() - t0) * 1000
@@ -344,7 +387,7 @@ class Generator:
                 yield GenerationChunk(text, [token], [pending_lp[j]] if j < len(pending_lp) else [])
                 if out.finish_reason is not None:
                     break
-            if out.finish_reason is not None:
+            if closing or out.finish_reason is not None:
                 break
             if cancel is not None and cancel.is_set():
                 cancelled = True
@@ -380,7 +423,7 @@ class Generator:
             timings.spec_rounds += 1
             timings.drafted_tokens += len(d.tokens)
             timings.accepted_tokens += k
-        yield self._last_chunk(out, "cancelled" if cancelled else None, t1)
+        yield self._last_chunk(out, "cancelled" if cancelled else None, t1, closer)
 
     def complete(self, prompt: str | Sequence[int], **kwargs: object) -> GenerationResult:
         """Non-streaming: the whole generation as one result."""
@@ -388,6 +431,7 @@ class Generator:
         toks: list[int] = []
         lps: list[TokenLogprob] = []
         finish = "length"
+        closed = False
         self._stopped = None
         for chunk in self.stream(prompt, **kwargs):  # type: ignore[arg-type]
             parts.append(chunk.text)
@@ -395,6 +439,7 @@ class Generator:
             lps.extend(chunk.logprobs)
             if chunk.finish_reason:
                 finish = chunk.finish_reason
+                closed = chunk.closed
         t = self.last_timings
         n_prompt = t.prompt_tokens + t.cached_tokens
         return GenerationResult(
@@ -406,4 +451,5 @@ class Generator:
             stop=self._stopped,
             logprobs=lps,
             timings=t,
+            closed=closed,
         )

@@ -60,6 +60,10 @@ class SamplingParams:
     grammar_lazy: bool = False
     grammar_trigger_patterns: Sequence[str] = ()
     grammar_trigger_tokens: Sequence[int] = ()
+    #: a (non-lazy) grammar's output that is about to run out of ``max_tokens`` or context is
+    #: closed validly instead of cut (``llamabind.generation.closing``); the finish reason stays
+    #: ``"length"`` and the result says ``closed``
+    close_on_budget: bool = True
     logits_processors: Sequence[LogitsProcessor] = ()
 
     @property

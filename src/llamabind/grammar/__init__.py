@@ -6,6 +6,7 @@ already known to be one llama.cpp accepts.
 
 from __future__ import annotations
 
+from llamabind.grammar.completion import Completion, GrammarRecognizer, recognizer_for
 from llamabind.grammar.gbnf import (
     JSON_ARRAY_GBNF,
     JSON_GBNF,
@@ -22,10 +23,13 @@ __all__ = [
     "JSON_GBNF",
     "JSON_OBJECT_GBNF",
     "CompiledSchema",
+    "Completion",
     "Grammar",
+    "GrammarRecognizer",
     "ParsedGrammar",
     "compile_json_schema",
     "json_schema_to_gbnf",
     "parse_gbnf",
+    "recognizer_for",
     "validate_gbnf",
 ]

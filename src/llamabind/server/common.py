@@ -127,6 +127,7 @@ async def collect(request: Request, group: RequestGroup, n: int) -> list[ChoiceO
                 out.finish_reason = ev.finish_reason
                 out.usage = ev.usage
                 out.stop = ev.stop
+                out.closed = ev.closed
             elif isinstance(ev, ErrorEvent):
                 raise error_from_exception(ev.error)
     finally:

@@ -24,6 +24,7 @@ __all__ = [
     "ChunkEncoder",
     "ResponseMeta",
     "chat_logprobs",
+    "closed_field",
     "completion_logprobs",
     "logit_bias_from_request",
     "max_tokens_from_request",
@@ -166,6 +167,7 @@ def sampling_from_request(
         "repeat_penalty",
         "repeat_last_n",
         "mirostat",
+        "close_on_budget",
     ):
         value = getattr(body, name)
         if value is not None:
@@ -275,8 +277,10 @@ class ChunkEncoder:
         text: str = "",
         finish_reason: str | None = None,
         logprobs: Any = None,
+        closed: bool = False,
     ) -> bytes:
-        """Any chunk: chat ``delta`` (with ``logprobs.content``), or completions ``text`` (legacy logprobs)."""
+        """Any chunk: chat ``delta`` (with ``logprobs.content``), or completions ``text`` (legacy logprobs).
+        ``closed``: the choice gets ``"closed_on_budget": true`` (see :func:`closed_field`)."""
         choice: dict[str, Any]
         if self.chat:
             choice = {
@@ -289,6 +293,7 @@ class ChunkEncoder:
         else:
             choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
             obj = self.meta.text_chunk([choice], with_usage=self.include_usage)
+        choice.update(closed_field(closed))
         return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
     def usage(self, usage: dict[str, Any]) -> bytes:
@@ -311,10 +316,18 @@ class ChoiceOutput:
     finish_reason: str | None = None
     usage: Usage | None = None
     stop: str | None = None  # the stop string that ended it, if one did
+    closed: bool = False  # its grammar's document was closed before the budget ran out
 
     @property
     def text(self) -> str:
         return "".join(self.text_parts)
+
+
+def closed_field(closed: bool) -> dict[str, bool]:
+    """What a choice says when budget closing ended it: ``{"closed_on_budget": true}`` beside
+    ``finish_reason: "length"`` (the output is a complete document of the request's grammar or
+    schema, shortened to fit ``max_tokens``); nothing otherwise."""
+    return {"closed_on_budget": True} if closed else {}
 
 
 def usage_dict(prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> dict[str, Any]:

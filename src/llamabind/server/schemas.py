@@ -76,6 +76,9 @@ class SamplingFields(_Open):
     repeat_last_n: int | None = Field(default=None, ge=-1)
     mirostat: Literal[0, 1, 2] | None = None
     grammar: str | None = None
+    #: close a grammar's (response_format's) document validly when max_tokens would cut it
+    #: (default on; the choice then says "closed_on_budget": true)
+    close_on_budget: bool | None = None
     cache_prompt: bool = True
     ignore_eos: bool = False
     n_predict: int | None = Field(default=None, ge=-1)

@@ -42,6 +42,11 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--json-schema", metavar="SCHEMA", help="constrain output to a JSON schema (JSON text or @FILE)"
     )
+    p.add_argument(
+        "--no-close-on-budget",
+        action="store_true",
+        help="let -n cut a grammar's document instead of closing it validly (closing is the default)",
+    )
     p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-sequence")
     p.add_argument("--no-special", action="store_true", help="do not parse special tokens in the prompt")
     p.add_argument("--json", action="store_true", help="print one JSON object with text, tokens and timings")
@@ -110,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     sp = sampling_params(args)
     grammar = grammar_from_args(args)
     if grammar is not None:
-        sp = sp.replace(grammar=grammar)
+        sp = sp.replace(grammar=grammar, close_on_budget=not args.no_close_on_budget)
     with load_model(args) as model:
         params = context_params(args)
         with Context(model, params) as ctx:
@@ -120,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
             out: list[str] = []
             toks: list[int] = []
             finish = "length"
+            closed = False
             try:
                 for chunk in gen.stream(
                     prompt,
@@ -137,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
                         sys.stdout.flush()
                     if chunk.finish_reason:
                         finish = chunk.finish_reason
+                        closed = chunk.closed
             except KeyboardInterrupt:
                 finish = "cancelled"
             t = gen.last_timings
@@ -147,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
                             "text": "".join(out),
                             "tokens": toks,
                             "finish_reason": finish,
+                            "closed_on_budget": closed,
                             "prompt_tokens": t.prompt_tokens + t.cached_tokens,
                             "completion_tokens": t.generated_tokens,
                             "timings": {

@@ -22,6 +22,7 @@ from ..handlers import (
     ChunkEncoder,
     ResponseMeta,
     chat_logprobs,
+    closed_field,
     max_tokens_from_request,
     sampling_from_request,
     stop_from_request,
@@ -126,7 +127,7 @@ def chat_choices(
     """The ``choices`` of a non-streamed chat completion (blocking: logprob pieces)."""
     choices = []
     for out in outs:
-        msg = prepared.parse(out.text, out.finish_reason or "stop")
+        msg = prepared.parse(out.text, out.finish_reason or "stop", closed=out.closed)
         choices.append(
             {
                 "index": out.index,
@@ -135,6 +136,7 @@ def chat_choices(
                 if logprobs
                 else None,
                 "finish_reason": msg.finish_reason,
+                **closed_field(out.closed),
             }
         )
     return choices
@@ -190,10 +192,10 @@ class ChatStream:
 
     def done(self, i: int, ev: DoneEvent) -> Iterable[bytes]:
         self.outs[i].usage = ev.usage
-        tail, reason = self.parsers[i].finish(ev.finish_reason)
+        tail, reason = self.parsers[i].finish(ev.finish_reason, closed=ev.closed)
         return [
             *(self.enc.chunk(i, delta=openai_delta(d)) for d in tail),
-            self.enc.chunk(i, finish_reason=reason),
+            self.enc.chunk(i, finish_reason=reason, closed=ev.closed),
         ]
 
     def error(self, exc: BaseException) -> Iterable[bytes]:

@@ -21,6 +21,7 @@ from ..handlers import (
     ChoiceOutput,
     ChunkEncoder,
     ResponseMeta,
+    closed_field,
     completion_logprobs,
     max_tokens_from_request,
     sampling_from_request,
@@ -124,6 +125,7 @@ def completion_choices(
                 if logprobs is not None
                 else None,
                 "finish_reason": out.finish_reason or "stop",
+                **closed_field(out.closed),
             }
         )
     return choices
@@ -176,7 +178,7 @@ class CompletionStream:
 
     def done(self, i: int, ev: DoneEvent) -> Iterable[bytes]:
         self.outs[i].usage = ev.usage
-        return [self.enc.chunk(i, finish_reason=ev.finish_reason)]
+        return [self.enc.chunk(i, finish_reason=ev.finish_reason, closed=ev.closed)]
 
     def error(self, exc: BaseException) -> Iterable[bytes]:
         return [sse_error(exc), SSE_DONE]
