@@ -368,3 +368,30 @@ def test_a_required_property_allowed_by_a_pattern_is_generated() -> None:
     assert not m('{"import_playbook": 1}') and not m("{}")
     for value in _samples(text):
         assert _valid(schema, value)
+
+
+def test_lengths_shared_between_the_repetitions_of_a_pattern() -> None:
+    # two unbounded runs: each gets an equal share of maxLength, the first one grows to meet minLength
+    schema = {"type": "string", "minLength": 5, "maxLength": 20, "pattern": "^\\S+@\\S+$"}
+    compiled = compile_json_schema(schema)
+    assert compiled.relaxed == ()
+    m = GbnfMatcher(compiled.gbnf)
+    assert m('"abc@d"') and m('"a' + "b" * 8 + "@" + "c" * 9 + '"')
+    assert not m('"a@b"') and not m('"abcd"') and not m('"' + "a" * 10 + "@" + "b" * 10 + '"')
+    for value in _samples(compiled.gbnf):
+        assert _valid(schema, value)
+
+
+def test_a_pattern_lengths_cannot_fit_is_enforced_and_the_lengths_validated() -> None:
+    schema = {
+        "type": "string",
+        "maxLength": 146,
+        "pattern": "^([a-z0-9-]+):([a-z0-9.-]+):([a-z0-9-]+)?:([a-z0-9-]+)$",
+    }
+    compiled = compile_json_schema(schema)
+    assert len(compiled.relaxed) == 1 and "#/maxLength" in compiled.relaxed[0]
+    m = GbnfMatcher(compiled.gbnf)
+    assert m('"ns:obj.v1::id"') and m('"a:b:c:d"') and not m('"132012"')
+    assert compiled.errors(json.dumps("a:b:c:" + "d" * 200))  # too long: reported by validation
+    with pytest.raises(SchemaError, match="pattern"):  # strict keeps the refusal
+        compile_json_schema(schema, strict=True)

@@ -46,6 +46,7 @@ _ALL: _Ranges = ((0, 0x10FFFF),)
 _DIGIT: _Ranges = ((48, 57),)
 _WORD: _Ranges = ((48, 57), (65, 90), (95, 95), (97, 122))
 _SPACE: _Ranges = ((9, 13), (32, 32))
+_SPACE_BOTH: _Ranges = ((9, 13), (0x1C, 0x1F), (32, 32))  # whitespace to Python or ECMAScript
 _ASCII: _Ranges = ((0, 127),)
 
 
@@ -185,7 +186,10 @@ class _RegexParser:
             base = self._CLASS_ESCAPES[e.lower()]
             # Negated classes stay within ASCII: Python's Unicode-aware \D, \W, \S and
             # ECMAScript's ASCII ones then agree on every character the grammar allows.
-            return base if e.islower() else _complement(base, _ASCII)
+            if e.islower():
+                return base
+            # \x1c-\x1f are whitespace to Python's \s, not to ECMAScript's: \S leaves them out
+            return _complement(_SPACE_BOTH if e == "S" else base, _ASCII)
         if e in self._CHAR_ESCAPES:
             if e == "0" and self.peek().isdigit():
                 raise self.fail("octal escape")

@@ -7,7 +7,19 @@ from abc import abstractmethod
 
 from llamabind.errors import SchemaError
 
-from ._emit import _FORMAT_LENGTHS, RuleSet, _alt, _atom, _cls, _fail, _json_text, _lit, _rep, _scan_item
+from ._emit import (
+    _FORMAT_LENGTHS,
+    RuleSet,
+    _alt,
+    _atom,
+    _cls,
+    _fail,
+    _json_text,
+    _lit,
+    _ptr,
+    _rep,
+    _scan_item,
+)
 from ._numeric import _int_range, _number_range
 from ._regex import (
     _normalize,
@@ -82,6 +94,18 @@ class _ScalarRules(RuleSet):
             expr = self.pattern_expr(pattern, pptr, hint, lo, hi)
             if expr is not None:
                 return expr
+            if (lo > 0 or hi is not None) and not self.strict:
+                # the lengths cannot be fitted into the pattern: enforce the pattern (what a model
+                # gets wrong) and leave the lengths (usually generous) to validation
+                expr = self.pattern_expr(pattern, pptr, hint)
+                if expr is not None:
+                    keyword = "maxLength" if hi is not None else "minLength"
+                    self.relax(
+                        keyword,
+                        _ptr(p.pointer, keyword),
+                        f"'minLength'/'maxLength' together with pattern {pattern!r}",
+                    )
+                    return expr
             self.relax("pattern", pptr, f"pattern {pattern!r} with 'minLength'/'maxLength'")
         elif p.formats:
             # 'format' is an annotation (JSON Schema 2020-12): known formats are generated when they
@@ -280,4 +304,44 @@ def _fit_lengths(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] |
         if c_hi is not None and c_lo > c_hi:
             continue
         return [*items[:i], _RRep(x.item, c_lo, c_hi), *items[i + 1 :]]
-    return None
+    return _fit_shared(items, lens, lo, hi)
+
+
+def _fit_shared(
+    items: list[_RNode], lens: list[tuple[int, int | None]], lo: int, hi: int | None
+) -> list[_RNode] | None:
+    """`items` with every unbounded repetition of a fixed-width item capped so that together they fit
+    ``hi`` (an equal share each), the first one's count raised until every match has ``lo``
+    characters; None when another item is unbounded or the shares cannot meet ``lo``
+    (``^\\S+@\\S+$`` with ``maxLength: 255``: each ``\\S`` run gets at most 126)."""
+    reps: dict[int, _RRep] = {
+        i: x
+        for i, x in enumerate(items)
+        if isinstance(x, _RRep) and x.hi is None and _r_len(x.item)[0] == _r_len(x.item)[1] != 0
+    }
+    if not reps or any(b is None for j, (_, b) in enumerate(lens) if j not in reps):
+        return None
+    width = {i: _r_len(x.item)[0] for i, x in reps.items()}
+    fixed_hi = sum(b for j, (_, b) in enumerate(lens) if j not in reps and b is not None)
+    caps: dict[int, int | None] = {i: None for i in reps}
+    if hi is not None:
+        extra = hi - fixed_hi - sum(x.lo * width[i] for i, x in reps.items())
+        if extra < 0:
+            return None
+        caps = {i: x.lo + extra // len(reps) // width[i] for i, x in reps.items()}
+    lows = {i: x.lo for i, x in reps.items()}
+    short = lo - sum(a for a, _ in lens)
+    for i in reps:
+        if short <= 0:
+            break
+        cap = caps[i]
+        room = short if cap is None else min(short, (cap - lows[i]) * width[i])
+        add = -(-room // width[i])
+        lows[i] += add
+        short -= add * width[i]
+    if short > 0:
+        return None
+    out = list(items)
+    for i, x in reps.items():
+        out[i] = _RRep(x.item, lows[i], caps[i])
+    return out
