@@ -382,16 +382,29 @@ def test_lengths_shared_between_the_repetitions_of_a_pattern() -> None:
         assert _valid(schema, value)
 
 
-def test_a_pattern_lengths_cannot_fit_is_enforced_and_the_lengths_validated() -> None:
+def test_nested_repetitions_capped_to_fit_max_length() -> None:
     schema = {
         "type": "string",
         "maxLength": 146,
         "pattern": "^([a-z0-9-]+):([a-z0-9.-]+):([a-z0-9-]+)?:([a-z0-9-]+)$",
     }
     compiled = compile_json_schema(schema)
-    assert len(compiled.relaxed) == 1 and "#/maxLength" in compiled.relaxed[0]
+    assert compiled.relaxed == ()
     m = GbnfMatcher(compiled.gbnf)
     assert m('"ns:obj.v1::id"') and m('"a:b:c:d"') and not m('"132012"')
-    assert compiled.errors(json.dumps("a:b:c:" + "d" * 200))  # too long: reported by validation
+    assert not m('"' + "1" * 140 + ':a::a"')  # a run longer than its share
+    for value in _samples(compiled.gbnf):
+        assert _valid(schema, value)
+
+
+def test_a_pattern_lengths_cannot_fit_is_enforced_and_the_lengths_validated() -> None:
+    # the shortest match ("a:") is below minLength whatever the caps: no fitting, so the pattern
+    # is kept and the lengths checked afterwards
+    schema = {"type": "string", "minLength": 10, "maxLength": 20, "pattern": "^([a-z]+:)+$"}
+    compiled = compile_json_schema(schema)
+    assert len(compiled.relaxed) == 1 and "#/maxLength" in compiled.relaxed[0]
+    m = GbnfMatcher(compiled.gbnf)
+    assert m('"abc:de:fghij:"') and not m('"abc"')
+    assert compiled.errors(json.dumps("a:"))  # too short: reported by validation
     with pytest.raises(SchemaError, match="pattern"):  # strict keeps the refusal
         compile_json_schema(schema, strict=True)

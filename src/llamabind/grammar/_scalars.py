@@ -304,7 +304,45 @@ def _fit_lengths(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] |
         if c_hi is not None and c_lo > c_hi:
             continue
         return [*items[:i], _RRep(x.item, c_lo, c_hi), *items[i + 1 :]]
-    return _fit_shared(items, lens, lo, hi)
+    return _fit_shared(items, lens, lo, hi) or _fit_capped(items, lo, hi)
+
+
+def _cap(node: _RNode, share: int) -> _RNode:
+    """``node`` with every unbounded repetition (nested ones too) limited to about ``share``
+    characters (never below its own minimum count)."""
+    if isinstance(node, _RSeq):
+        return _RSeq(tuple(_cap(x, share) for x in node.items))
+    if isinstance(node, _RAlt):
+        return _RAlt(tuple(_cap(x, share) for x in node.items))
+    if isinstance(node, _RRep):
+        item = _cap(node.item, share)
+        if node.hi is not None:
+            return _RRep(item, node.lo, node.hi)
+        width = _r_len(item)[1]
+        return _RRep(item, node.lo, max(node.lo, share // width) if width else node.lo)
+    return node
+
+
+def _fit_capped(items: list[_RNode], lo: int, hi: int | None) -> list[_RNode] | None:
+    """`items` with every unbounded repetition capped at the largest equal share of characters that
+    keeps every match within ``hi`` (narrower); None without ``hi`` or when the shortest match is
+    then below ``lo``."""
+    if hi is None:
+        return None
+    seq = _RSeq(tuple(items))
+    best: _RNode | None = None
+    low, high = 1, hi
+    while low <= high:  # the longest match grows with the share
+        mid = (low + high) // 2
+        capped = _cap(seq, mid)
+        longest = _r_len(capped)[1]
+        if longest is not None and longest <= hi:
+            best, low = capped, mid + 1
+        else:
+            high = mid - 1
+    if not isinstance(best, _RSeq) or _r_len(best)[0] < lo:
+        return None
+    return list(best.items)
 
 
 def _fit_shared(
