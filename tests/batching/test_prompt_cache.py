@@ -4,14 +4,13 @@ restoring an evicted conversation (from host memory, from disk after a restart, 
 from __future__ import annotations
 
 import random
-import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import llamabind as lb
-from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, SchedulerConfig, TokenEvent
+from llamabind.batching import GenRequest, Scheduler, SchedulerConfig
 from llamabind.batching.disk_cache import (
     DiskPromptCache,
     model_identity,
@@ -23,7 +22,7 @@ from llamabind.batching.prompt_cache import HostPromptCache, TokenTrie, default_
 from llamabind.errors import StateError
 from llamabind.generation.sampling import SamplingParams
 from llamabind.multimodal import media_keys
-from tests.helpers.core import write_lora
+from tests.helpers.core import SchedulerCollector, write_lora
 
 GREEDY = SamplingParams(temperature=0.0)
 
@@ -204,26 +203,8 @@ def test_state_files_refuse_other_identities_and_names(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- the scheduler
-class _Out:
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.done = threading.Event()
-        self.event: DoneEvent | None = None
-        self.error: BaseException | None = None
-
-    def __call__(self, ev: object) -> None:
-        if isinstance(ev, TokenEvent):
-            self.tokens.extend(ev.tokens)
-        elif isinstance(ev, DoneEvent):
-            self.event = ev
-            self.done.set()
-        elif isinstance(ev, ErrorEvent):
-            self.error = ev.error
-            self.done.set()
-
-
-def _gen(sch: Scheduler, prompt: list[int], n: int = 6) -> _Out:
-    out = _Out()
+def _gen(sch: Scheduler, prompt: list[int], n: int = 6) -> SchedulerCollector:
+    out = SchedulerCollector()
     sch.submit(GenRequest(prompt, out, GREEDY, max_tokens=n))
     assert out.done.wait(300)
     assert out.error is None, out.error
@@ -243,7 +224,7 @@ def _cfg(**kw: Any) -> SchedulerConfig:
     return SchedulerConfig(**base)
 
 
-def _rotation(sch: Scheduler, model: lb.Model) -> tuple[list[int], list[int], _Out, int]:
+def _rotation(sch: Scheduler, model: lb.Model) -> tuple[list[int], list[int], SchedulerCollector, int]:
     """Conversation A, then B takes A's slot, then A's follow-up: (A's reply, the follow-up
     prompt, its output, llama.cpp's prompt tokens evaluated for it)."""
     a = _gen(sch, model.tokenize(A)).tokens

@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import json
 import random
-import threading
 from collections.abc import Iterator
 
 import jsonschema
 import pytest
 
 import llamabind as lb
-from llamabind.batching import DoneEvent, ErrorEvent, GenRequest, Scheduler, TokenEvent
+from llamabind.batching import GenRequest, Scheduler
 from llamabind.errors import GrammarError
 from llamabind.generation.closing import BudgetCloser
 from llamabind.grammar import Grammar, GrammarRecognizer, compile_json_schema
 from llamabind.speculative import NgramDrafter
-from tests.helpers.core import scheduler_config
+from tests.helpers.core import SchedulerCollector, scheduler_config
 from tests.helpers.gbnf_matcher import GbnfMatcher, sample
 
 PERSON = {
@@ -235,31 +234,11 @@ def test_recognizer_agrees_with_llama_cpp_on_tokens(model: lb.Model) -> None:
     assert compared > 500
 
 
-class _Collector:
-    def __init__(self) -> None:
-        self.text: list[str] = []
-        self.tokens: list[int] = []
-        self.done = threading.Event()
-        self.event: DoneEvent | None = None
-        self.error: BaseException | None = None
-
-    def __call__(self, ev: object) -> None:
-        if isinstance(ev, TokenEvent):
-            self.text.append(ev.text)
-            self.tokens.extend(ev.tokens)
-        elif isinstance(ev, DoneEvent):
-            self.event = ev
-            self.done.set()
-        elif isinstance(ev, ErrorEvent):
-            self.error = ev.error
-            self.done.set()
-
-
 def test_scheduler_closes_per_slot(model: lb.Model) -> None:
     """Two slots at once, one closing and one cut (close_on_budget=False)."""
     prompt = model.tokenize(PROMPT)
     with Scheduler(model, scheduler_config()) as sch:
-        on, off = _Collector(), _Collector()
+        on, off = SchedulerCollector(), SchedulerCollector()
         sch.submit(GenRequest(prompt, on, _person(), max_tokens=21))
         sch.submit(GenRequest(prompt, off, _person(close_on_budget=False), max_tokens=21))
         assert on.done.wait(120) and off.done.wait(120)
@@ -274,7 +253,7 @@ def test_scheduler_closes_per_slot(model: lb.Model) -> None:
 def test_scheduler_speculative_closes(model: lb.Model) -> None:
     prompt = model.tokenize(PROMPT)
     with Scheduler(model, scheduler_config(spec="ngram", n_draft=4)) as sch:
-        c = _Collector()
+        c = SchedulerCollector()
         sch.submit(GenRequest(prompt, c, _person(), max_tokens=29))
         assert c.done.wait(120)
     assert c.error is None and c.event is not None and c.event.closed

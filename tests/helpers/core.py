@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 import llamabind as lb
-from llamabind.batching import SchedulerConfig
+from llamabind.batching import DoneEvent, ErrorEvent, SchedulerConfig, TokenEvent
 from llamabind.generation.sampling import SamplingParams
 
 PROMPT = "The capital of France is"
@@ -176,20 +176,23 @@ def write_lora(
 
 
 class SchedulerCollector:
-    """A GenRequest's ``emit``: the tokens, and how the request ended (finish reason or error)."""
+    """A GenRequest's ``emit``: the tokens and their text, and how the request ended (its
+    `DoneEvent` and finish reason, or its error)."""
 
     def __init__(self) -> None:
         self.tokens: list[int] = []
+        self.text: list[str] = []
         self.done = threading.Event()
+        self.event: DoneEvent | None = None
         self.finish: str | None = None
         self.error: BaseException | None = None
 
     def __call__(self, ev: object) -> None:
-        from llamabind.batching import DoneEvent, ErrorEvent, TokenEvent
-
         if isinstance(ev, TokenEvent):
             self.tokens.extend(ev.tokens)
+            self.text.append(ev.text)
         elif isinstance(ev, DoneEvent):
+            self.event = ev
             self.finish = ev.finish_reason
             self.done.set()
         elif isinstance(ev, ErrorEvent):
