@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-__all__ = ["EventBuffer"]
+from ._whitespace import HeldWhitespace
 
-_WS = " \t\r\n"
+__all__ = ["EventBuffer"]
 
 E = TypeVar("E")
 
@@ -19,41 +19,31 @@ E = TypeVar("E")
 class EventBuffer(Generic[E]):
     """Text and call events in output order, with the whitespace rules above."""
 
-    __slots__ = ("_after_call", "_events", "_ws")
+    __slots__ = ("_events", "_ws")
 
     def __init__(self) -> None:
         self._events: list[str | E] = []
-        self._ws = ""  # whitespace held back: emitted before the next content, dropped before a call
-        self._after_call = False  # drop whitespace right after a call
+        # whitespace held back: emitted before the next content, dropped before a call;
+        # `leading` drops the whitespace right after a call
+        self._ws = HeldWhitespace(leading=False)
 
     def content(self, text: str) -> None:
-        if not text:
-            return
-        if self._after_call:
-            text = text.lstrip(_WS)
-            if not text:
-                return
-            self._after_call = False
-        body = text.rstrip(_WS)
-        if body:
-            self._events.append(self._ws + body)
-            self._ws = text[len(body) :]
-        else:
-            self._ws += text
+        if piece := self._ws.feed(text):
+            self._events.append(piece)
 
     def calls(self, calls: Iterable[E]) -> None:
-        self._ws = ""
+        self._ws.held = ""
         self._events.extend(calls)
-        self._after_call = True
+        self._ws.leading = True
 
     def drop_held_whitespace(self) -> None:
-        self._ws = ""
+        self._ws.held = ""
 
     def flush(self) -> None:
         """At the end of the output: the whitespace still held back is content after all."""
-        if self._ws:
-            self._events.append(self._ws)
-            self._ws = ""
+        if self._ws.held:
+            self._events.append(self._ws.held)
+            self._ws.held = ""
 
     def drain(self) -> list[str | E]:
         out: list[str | E] = []

@@ -19,6 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from ._whitespace import WS, HeldWhitespace
+
 __all__ = [
     "DEFAULT_REASONING_TAGS",
     "KNOWN_REASONING_TAGS",
@@ -40,8 +42,6 @@ KNOWN_REASONING_TAGS: tuple[tuple[str, str], ...] = (
     ("<|begin_of_thought|>", "<|end_of_thought|>"),
 )
 
-_WS = " \t\r\n"
-
 
 def detect_reasoning_tags(template: str | None) -> tuple[str, str] | None:
     """The reasoning tags whose closing tag a chat template mentions, or None."""
@@ -55,7 +55,7 @@ def detect_reasoning_tags(template: str | None) -> tuple[str, str] | None:
 
 def prompt_opens_reasoning(prompt: str, tags: tuple[str, str] = DEFAULT_REASONING_TAGS) -> bool:
     """Whether a rendered prompt ends inside an open reasoning block (the template pre-opened it)."""
-    return prompt.rstrip(_WS).endswith(tags[0])
+    return prompt.rstrip(WS).endswith(tags[0])
 
 
 @dataclass(frozen=True)
@@ -116,8 +116,9 @@ class ReasoningStreamSplitter:
         self._buf = ""
         self._reasoning: list[str] = []
         self._content: list[str] = []
-        self._r_leading = True  # drop whitespace at the start of the reasoning
-        self._r_ws = ""  # reasoning whitespace held back (dropped if the block ends here)
+        # whitespace at the start of the reasoning dropped, at its end held (dropped if the block
+        # ends there)
+        self._r_ws = HeldWhitespace(leading=True)
         self._finished = False
 
     @property
@@ -146,24 +147,15 @@ class ReasoningStreamSplitter:
         return out
 
     def _emit_reasoning(self, text: str) -> None:
-        if self._r_leading:
-            text = text.lstrip(_WS)
-            if not text:
-                return
-            self._r_leading = False
-        body = text.rstrip(_WS)
-        if body:
-            self._reasoning.append(self._r_ws + body)
-            self._r_ws = text[len(body) :]
-        else:
-            self._r_ws += text
+        if piece := self._r_ws.feed(text):
+            self._reasoning.append(piece)
 
     def _run(self, final: bool) -> None:
         while True:
             state = self._state
             if state in (_S.START, _S.OPENED):
                 s = self._buf
-                stripped = s.lstrip(_WS)
+                stripped = s.lstrip(WS)
                 if stripped.startswith(self.start_tag):
                     self._buf = stripped[len(self.start_tag) :]
                     self._state = _S.REASONING
@@ -183,20 +175,20 @@ class ReasoningStreamSplitter:
                 k = min((i for i in (s.find(m) for m in self.end_markers) if i >= 0), default=-1)
                 if k >= 0 and (j < 0 or k < j):  # a marker that starts the content: kept
                     self._emit_reasoning(s[:k])
-                    self._r_ws = ""
+                    self._r_ws.held = ""
                     self._content.append(s[k:])
                     self._buf = ""
                     self._state = _S.CONTENT
                     return
                 if j >= 0:
                     self._emit_reasoning(s[:j])
-                    self._r_ws = ""
+                    self._r_ws.held = ""
                     self._buf = s[j + len(self.end_tag) :]
                     self._state = _S.AFTER
                     continue
                 if final:
                     self._emit_reasoning(s)
-                    self._r_ws = ""
+                    self._r_ws.held = ""
                     self._buf = ""
                     return
                 hold = max(_partial_suffix(s, m) for m in (self.end_tag, *self.end_markers))
@@ -204,7 +196,7 @@ class ReasoningStreamSplitter:
                 self._buf = s[len(s) - hold :]
                 return
             if state is _S.AFTER:
-                stripped = self._buf.lstrip(_WS)
+                stripped = self._buf.lstrip(WS)
                 self._buf = ""
                 if stripped:
                     self._content.append(stripped)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeAlias
 
 from ._events import EventBuffer
+from ._whitespace import WS
 from .native_output import NATIVE_OUTPUT_FORMATS, NativeOutputParser, native_output_parser
 from .tool_blocks import BLOCK_FORMATS, read_tool_call_tag
 from .tool_calls import (
@@ -22,7 +23,6 @@ from .tool_calls import (
     _MISTRAL_ARGS,
     _MISTRAL_CALL_ID,
     _MISTRAL_OPEN,
-    _WS,
     ToolCall,
     ToolCallFormat,
     ToolCallResult,
@@ -50,7 +50,7 @@ class _JsonScanner:
         """End offset (exclusive) of the value in ``text``; None when more is needed; -1 when invalid."""
         for i, ch in enumerate(text):
             if not self.started:
-                if ch in _WS:
+                if ch in WS:
                     continue
                 if ch not in "{[":
                     return -1
@@ -242,7 +242,7 @@ class ToolCallStreamParser:
 
     def _start(self, final: bool) -> bool:
         s = self._buf
-        stripped = s.lstrip(_WS)
+        stripped = s.lstrip(WS)
         if not stripped:
             self._content(s)
             self._buf = ""
@@ -253,7 +253,7 @@ class ToolCallStreamParser:
             self._content(s[: len(s) - len(stripped)])
             self._buf = s = stripped
         if s[0] in "{[":
-            rest = s[1:].lstrip(_WS)
+            rest = s[1:].lstrip(WS)
             if not rest:
                 if not final:
                     return False
@@ -325,7 +325,7 @@ class ToolCallStreamParser:
     def _head_after_marker(self, final: bool, kind: str, otherwise: _S) -> bool:
         """After a marker: skip whitespace, then JSON (``[``/``{``) or the ``otherwise`` state."""
         s = self._buf
-        stripped = s.lstrip(_WS)
+        stripped = s.lstrip(WS)
         if not stripped:
             if final:
                 self._prefix += s
@@ -450,7 +450,7 @@ def _complete_calls(text: str, new_id: Callable[[], str]) -> list[ToolCall]:
     """The complete calls at the start of a cut call list: ``{"tool_calls": [c1, c2, <cut>`` or
     ``[c1, c2, <cut>``."""
     decoder = json.JSONDecoder()
-    t = text.lstrip(_WS)
+    t = text.lstrip(WS)
     i = 0
     if t.startswith("{"):
         j = t.find("[")
@@ -463,7 +463,7 @@ def _complete_calls(text: str, new_id: Callable[[], str]) -> list[ToolCall]:
         return []
     calls: list[ToolCall] = []
     while i < len(t):
-        while i < len(t) and (t[i] in _WS or t[i] == ","):
+        while i < len(t) and (t[i] in WS or t[i] == ","):
             i += 1
         try:
             value, i = decoder.raw_decode(t, i)

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ToolChoiceError
+from ._whitespace import WS
 
 __all__ = [
     "ToolCall",
@@ -116,7 +117,6 @@ _MARKERS: dict[ToolCallFormat, tuple[str, ...]] = {
 }
 
 _FUNC_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,256}$")
-_WS = " \t\r\n"
 
 
 def detect_tool_call_format(template: str | None) -> ToolCallFormat:
@@ -234,7 +234,7 @@ def _json_sequence(text: str) -> list[Any] | None:
     i = 0
     n = len(text)
     while True:
-        while i < n and (text[i] in _WS or (values and text[i] in ",;")):
+        while i < n and (text[i] in WS or (values and text[i] in ",;")):
             i += 1
         if i >= n:
             break

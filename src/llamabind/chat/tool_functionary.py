@@ -24,7 +24,8 @@ from typing import Any
 
 from ._events import EventBuffer
 from ._gbnf_compose import gbnf_literal, prefix_rules
-from .tool_calls import _FUNC_NAME, _WS, ToolCall, _dump, new_tool_call_id
+from ._whitespace import WS
+from .tool_calls import _FUNC_NAME, ToolCall, _dump, new_tool_call_id
 
 __all__ = [
     "FunctionaryStreamParser",
@@ -176,7 +177,7 @@ class FunctionaryStreamParser:
     def _finish_call(self, text: str, *, code: bool) -> bool:
         """Read a function segment's text: True when it was a call (or dropped: no tools).
         ``code``: the text is complete, so a ``python`` segment that is not JSON is code."""
-        body = text.lstrip(_WS)
+        body = text.lstrip(WS)
         args: Any = None
         rest = ""
         try:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from ._gbnf_compose import gbnf_literal, prefix_rules
-from .tool_calls import _WS, ToolCall, _dump, new_tool_call_id
+from ._whitespace import WS, HeldWhitespace
+from .tool_calls import ToolCall, _dump, new_tool_call_id
 
 __all__ = [
     "HarmonyEvent",
@@ -95,28 +96,18 @@ class _Sink:
         self._wrap = wrap
         self._out = out
         self._any = False  # some text of this kind was emitted
-        self._leading = True  # at the start of a message: drop whitespace
-        self._ws = ""  # trailing whitespace held back
+        # each message: whitespace at its start dropped, at its end held back
+        self._ws = HeldWhitespace(leading=True)
 
     def new_message(self) -> None:
-        self._leading = True
-        self._ws = ""
+        self._ws.leading = True
+        self._ws.held = ""
 
     def write(self, text: str) -> None:
-        if self._leading:
-            text = text.lstrip(_WS)
-            if not text:
-                return
-            self._leading = False
-            if self._any:
-                text = "\n" + text
-        body = text.rstrip(_WS)
-        if body:
-            self._out.append(self._wrap(self._ws + body))
-            self._ws = text[len(body) :]
+        first = self._ws.leading
+        if piece := self._ws.feed(text):
+            self._out.append(self._wrap("\n" + piece if first and self._any else piece))
             self._any = True
-        else:
-            self._ws += text
 
 
 class HarmonyStreamParser:
@@ -183,7 +174,7 @@ class HarmonyStreamParser:
     # -- headers --------------------------------------------------------------------------------
 
     def _head(self, final: bool) -> bool:
-        s = self._buf.lstrip(_WS)
+        s = self._buf.lstrip(WS)
         self._buf = s
         if not s:
             return False
