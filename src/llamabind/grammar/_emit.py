@@ -154,12 +154,12 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
-_QUOTED = {
-    '"': re.compile(r'"(?:[^"\\]|\\[\s\S])*"'),
-    "[": re.compile(r"\[(?:[^\]\\]|\\[\s\S])*\]"),
-}
+# a GBNF string literal and a character class, escapes included
+_LITERAL = r'"(?:[^"\\]|\\[\s\S])*"'
+_CLASS = r"\[(?:[^\]\\]|\\[\s\S])*\]"
+_QUOTED = {'"': re.compile(_LITERAL), "[": re.compile(_CLASS)}
 # in a group: a literal, a class, a parenthesis, or the start of an unterminated literal or class
-_GROUP_PART = re.compile(r'"(?:[^"\\]|\\[\s\S])*"|\[(?:[^\]\\]|\\[\s\S])*\]|[()"\[]')
+_GROUP_PART = re.compile(rf'{_LITERAL}|{_CLASS}|[()"\[]')
 
 
 def _scan_item(expr: str, i: int) -> int:
@@ -298,7 +298,7 @@ class RuleSet:
         return "\n".join(lines) + "\n"
 
 
-_REFERENCE = re.compile(r'"(?:[^"\\]|\\.)*"|\[(?:[^\]\\]|\\.)*\]|([a-zA-Z0-9-]+)')
+_REFERENCE = re.compile(rf"{_LITERAL}|{_CLASS}|([a-zA-Z0-9-]+)")
 
 
 def _reachable(rules: dict[str, str]) -> dict[str, str]:

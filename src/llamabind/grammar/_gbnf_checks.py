@@ -3,11 +3,14 @@ expansion limits that keep llama.cpp's grammar code fast and within its stack.""
 
 from __future__ import annotations
 
+import re
+
 from llamabind.errors import GrammarError
 from llamabind.grammar._gbnf_types import CharClass, Element, Rule, RuleRef
 from llamabind.grammar._gbnf_types import grammar_error as _error
 
 __all__ = [
+    "FORBIDDEN_CHAR",
     "MAX_EXPANSION_PATHS",
     "MAX_LEFT_DEPTH",
     "MAX_LEFT_RECURSION_WORK",
@@ -19,6 +22,9 @@ __all__ = [
     "nullable_rules",
 ]
 
+#: Characters no grammar may hold: NUL (it ends the C string llama.cpp parses) and lone
+#: surrogates (they have no UTF-8 form).
+FORBIDDEN_CHAR = re.compile("[\x00\ud800-\udfff]")
 #: llama.cpp's MAX_REPETITION_THRESHOLD: a lower bound of a repetition above this is an error,
 #: an upper bound above it is silently treated as unbounded, and a repetition whose expansion
 #: would create more than this many copies of nested rules is an error.

@@ -41,6 +41,7 @@ import re
 import threading
 
 from llamabind.grammar._gbnf_checks import (
+    FORBIDDEN_CHAR,
     MAX_EXPANSION_PATHS,
     MAX_LEFT_DEPTH,
     MAX_LEFT_RECURSION_WORK,
@@ -52,7 +53,6 @@ from llamabind.grammar._gbnf_scan import NOT_TOKEN, Chain, Item, KnownLine, Scan
 __all__ = ["fast_accepts", "register_known_rules"]
 
 _NAME = re.compile(r"[a-zA-Z0-9-]+")
-_FORBIDDEN = re.compile("[\x00\ud800-\udfff]")
 
 # A known rule's values: (nullable, has an empty alternative, left-recursion calls, depth, parse
 # paths, the left-recursion calls of all the rules its line makes)
@@ -77,7 +77,7 @@ def fast_accepts(text: str, root: str = "root") -> bool:
     """True only if `parse_gbnf(text, root)` accepts `text` (False: not decided here)."""
     if type(text) is not str or type(root) is not str or not _NAME.fullmatch(root):
         return False
-    if _FORBIDDEN.search(text):
+    if FORBIDDEN_CHAR.search(text):
         return False
     if _pending:
         _load_known()

@@ -233,9 +233,8 @@ def _base_plain(schema: dict[str, Any], pointer: str) -> _Plain:
         elif key == "format":
             if not isinstance(value, str):
                 raise _fail("'format' must be a string", _ptr(pointer, key))
-            p.formats.append(
-                (value, _ptr(pointer, key))
-            )  # checked when a string is generated: formats only apply to strings
+            # checked when a string is generated: formats only apply to strings
+            p.formats.append((value, _ptr(pointer, key)))
         elif key in ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"):
             if isinstance(value, bool):  # draft 4: exclusiveMinimum/Maximum qualify minimum/maximum
                 if key.startswith("exclusive"):

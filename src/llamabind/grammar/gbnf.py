@@ -16,11 +16,11 @@ repetitions and parenthesised groups become generated rules named
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from llamabind.errors import GrammarError
 from llamabind.grammar._gbnf_checks import (
+    FORBIDDEN_CHAR,
     MAX_EXPANSION_PATHS,
     MAX_LEFT_DEPTH,
     MAX_LEFT_RECURSION_WORK,
@@ -98,7 +98,6 @@ class ParsedGrammar:
 # The parser (mirrors llama.cpp's recursive-descent parser, symbol ids included)
 # --------------------------------------------------------------------------------------------
 
-_FORBIDDEN_CHAR = re.compile("[\x00\ud800-\udfff]")
 _HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
 _SIMPLE_ESCAPES = {"t": 9, "r": 13, "n": 10, "\\": 92, '"': 34, "[": 91, "]": 93, "-": 45}
 _HEX_ESCAPES = {"x": 2, "u": 4, "U": 8}
@@ -448,7 +447,7 @@ def parse_gbnf(text: str, root: str = "root") -> ParsedGrammar:
             position=0,
             rule=root,
         )
-    bad = _FORBIDDEN_CHAR.search(text)
+    bad = FORBIDDEN_CHAR.search(text)
     if bad:
         what = "NUL character" if bad.group() == "\x00" else f"lone surrogate U+{ord(bad.group()):04X}"
         raise _error(text, f"{what} is not allowed in a grammar", bad.start(), None)
